@@ -1,0 +1,62 @@
+"""Shared fixtures: the benchmark data folder and tiny random-initialised models.
+
+`shared_data` skips a test when ../shared/data is absent, except in CI (CI=true), where
+the data must be present and its absence is a failure.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = Path(os.environ.get("SEQEDIT_SHARED_DATA", REPO.parent / "shared" / "data"))
+
+TINY_TEXTS = [
+    "Varkel Dunmore was born in Zorvia.",
+    "The capital of Zorvia is Quell.",
+    "Mirel Astan works for Quandex.",
+    "Orin Tallow speaks Velorian.",
+    "Tessa Brink plays the lute.",
+    "Where was Varkel Dunmore born? Zorvia.",
+    "nq question: who founded quandex? Mirel Astan.",
+] * 40
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    if not SHARED_DATA.is_dir():
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"benchmark data folder {SHARED_DATA} is missing in CI")
+        pytest.skip(f"benchmark data folder {SHARED_DATA} is absent (place ../shared/data beside the repo)")
+    return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def tiny_tokenizer():
+    from seqedit.models.tokenizer import train_tokenizer
+
+    return train_tokenizer(TINY_TEXTS, vocab_size=400)
+
+
+def make_tiny_model(model_type: str, vocab_size: int, seed: int = 0):
+    """A tiny random-initialised causal LM of the given layout, built offline from a config."""
+    from seqedit.models.load import tiny_config
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(seed)
+    model = AutoModelForCausalLM.from_config(tiny_config(model_type, vocab_size))
+    return model.eval()
+
+
+@pytest.fixture(params=["gpt2", "gptj", "llama"])
+def tiny_model(request, tiny_tokenizer):
+    return make_tiny_model(request.param, len(tiny_tokenizer))
+
+
+@pytest.fixture
+def tiny_gpt2(tiny_tokenizer):
+    return make_tiny_model("gpt2", len(tiny_tokenizer))

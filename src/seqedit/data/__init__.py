@@ -1,0 +1,32 @@
+"""Data layer: benchmark loaders (CounterFact, ZsRE) and the seeded synthetic world.
+
+`load_records(path, kind)` turns a real or synthetic benchmark file into `EditRecord`s;
+`write_world(WorldConfig(...), out_dir)` writes the synthetic world's three files.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from seqedit.data.counterfact import load_counterfact
+from seqedit.data.records import EditRecord, EditRequest, RecordError
+from seqedit.data.relations import RELATIONS, Relation
+from seqedit.data.world import WORLD_FILES, World, WorldConfig, generate_world, write_world
+from seqedit.data.zsre import load_zsre
+
+DATASET_KINDS = ("counterfact", "zsre")
+
+
+def load_records(path: str | Path, kind: str, limit: int | None = None) -> list[EditRecord]:
+    """Load a benchmark file of the given schema `kind` ("counterfact" or "zsre")."""
+    if kind == "counterfact":
+        return load_counterfact(path, limit)
+    if kind == "zsre":
+        return load_zsre(path, limit)
+    raise ValueError(f"unknown dataset kind {kind!r}; choose one of {list(DATASET_KINDS)}")
+
+
+__all__ = [
+    "DATASET_KINDS", "EditRecord", "EditRequest", "RELATIONS", "RecordError", "Relation", "WORLD_FILES",
+    "World", "WorldConfig", "generate_world", "load_counterfact", "load_records", "load_zsre", "write_world",
+]

@@ -1,0 +1,153 @@
+"""Command-line entry points, one per workflow stage. Rules call these; they hold no science.
+
+    seqedit world           --config CFG --out-dir DIR
+    seqedit train-testbed   --config CFG --corpus TXT --out DIR
+    seqedit check-knowledge --config CFG --model M --records FILE --kind K --out JSON
+    seqedit stats           --config CFG --model M --corpus TXT --out FILE.pt
+    seqedit edit            --config CFG --model M --stats FILE.pt --records FILE --kind K --out-dir DIR
+
+CFG is a JSON/YAML file holding the config sections the stage needs. Errors end the
+process with one line on stderr and exit status 1 (2 for usage errors).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+from seqedit.core.solve import NumericalError
+from seqedit.config import KnowledgeCheckConfig, ModelConfig, StatsConfig, build, read_config, section
+from seqedit.repro import write_json
+
+
+def cmd_world(args) -> None:
+    from seqedit.data.world import WorldConfig, write_world
+
+    cfg = read_config(args.config)
+    world_cfg = build(WorldConfig, section(section(cfg, "data"), "synthetic"), "data.synthetic")
+    write_world(world_cfg, args.out_dir)
+    print(f"wrote the synthetic world to {args.out_dir}")
+
+
+def cmd_train_testbed(args) -> None:
+    from seqedit.models.testbed import TestbedConfig, train_testbed
+
+    cfg = read_config(args.config)
+    tb = build(TestbedConfig, section(cfg, "testbed"), "testbed")
+    lines = Path(args.corpus).read_text().splitlines()
+    summary = train_testbed(lines, tb, args.out, progress=not args.quiet)
+    write_json(Path(args.out) / "training_summary.json", summary)
+
+
+def _load(cfg: dict, model_path: str):
+    from seqedit.models.load import load_model
+
+    mc = build(ModelConfig, section(cfg, "model"), "model")
+    return load_model(model_path, dtype=mc.dtype, device=mc.device)
+
+
+def _records(cfg: dict, path: str, kind: str, n: int | None = None):
+    from seqedit.data import load_records
+
+    return load_records(path, kind, limit=n)
+
+
+def cmd_check_knowledge(args) -> None:
+    from seqedit.knowledge import check_knowledge
+    from seqedit.runner import RunConfig
+
+    cfg = read_config(args.config)
+    kc = build(KnowledgeCheckConfig, section(cfg, "knowledge_check"), "knowledge_check")
+    run = build(RunConfig, section(cfg, "run"), "run")
+    model, tok = _load(cfg, args.model)
+    records = _records(cfg, args.records, args.kind)
+    if run.n_edits > len(records):
+        raise ValueError(f"run.n_edits ({run.n_edits}) exceeds the {len(records)} records in {args.records}")
+    result = check_knowledge(model, tok, records[: run.n_edits], kc, batch_size=section(cfg, "evaluation").get("batch_size", 64))
+    print(result["message"])
+    write_json(args.out, result)
+    if not result["passed"]:
+        Path(args.out).unlink()
+        raise SystemExit(f"knowledge check failed: {result['message']}")
+
+
+def cmd_stats(args) -> None:
+    from seqedit.core.stats import collect_second_moments, sample_texts
+    from seqedit.models.arch import spec_for
+
+    cfg = read_config(args.config)
+    sc = build(StatsConfig, section(cfg, "stats"), "stats")
+    if not sc.layers:
+        raise ValueError("stats.layers is empty: name the layers to collect")
+    model, tok = _load(cfg, args.model)
+    texts = sample_texts(Path(args.corpus).read_text().splitlines(), sc.n_samples, sc.seed)
+    t0 = time.time()
+    stats = collect_second_moments(model, tok, spec_for(model), texts, sc.layers, sc.max_length, sc.batch_size)
+    stats.meta.update({"corpus": str(args.corpus), "seconds": round(time.time() - t0, 2)})
+    stats.save(args.out)
+    print(f"layer statistics for layers {stats.layers} over {stats.count} tokens in {stats.meta['seconds']} s")
+
+
+def cmd_edit(args) -> None:
+    from seqedit.core.stats import LayerStats
+    from seqedit.models.arch import spec_for
+    from seqedit.registry import build_config, get_method
+    from seqedit.repro import seed_everything
+    from seqedit.runner import RunConfig, run_sequential
+
+    cfg = read_config(args.config)
+    method = section(cfg, "method")
+    if "name" not in method:
+        raise ValueError("config section 'method' needs a 'name'")
+    config_cls, editor_cls = get_method(method["name"])
+    hp = build_config(config_cls, method.get("hparams") or {}, f"hparams.{method['name']}")
+    run = build(RunConfig, section(cfg, "run"), "run")
+    seed = int(cfg.get("seed", 0))
+    records = _records(cfg, args.records, args.kind)
+    if run.n_edits > len(records):
+        raise ValueError(f"run.n_edits ({run.n_edits}) exceeds the {len(records)} records in {args.records}")
+    seed_everything(seed)
+    model, tok = _load(cfg, args.model)
+    stats = LayerStats.load(args.stats) if args.stats else None
+    editor = editor_cls(hp, model, tok, spec_for(model), stats, seed=seed)
+    metrics = run_sequential(model, tok, records, editor, run, section(cfg, "evaluation"), args.out_dir, cfg,
+                             seed=seed, progress=not args.quiet)
+    f = metrics["final"]
+    print(f"{method['name']} after {metrics['n_edits']} edits: efficacy {f['efficacy']:.1f}, "
+          f"generalization {f['generalization']:.1f}, specificity {f['specificity']:.1f}")
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="seqedit", description=__doc__.split("\n\n")[0])
+    sub = p.add_subparsers(dest="cmd", required=True)
+
+    def add(name, fn, *opts):
+        s = sub.add_parser(name)
+        s.add_argument("--config", required=True)
+        s.add_argument("--quiet", action="store_true", help="no progress bars")
+        for o in opts:
+            s.add_argument(f"--{o}", required=o != "stats")
+        s.set_defaults(fn=fn)
+        return s
+
+    add("world", cmd_world, "out-dir")
+    add("train-testbed", cmd_train_testbed, "corpus", "out")
+    add("check-knowledge", cmd_check_knowledge, "model", "records", "kind", "out")
+    add("stats", cmd_stats, "model", "corpus", "out")
+    add("edit", cmd_edit, "model", "stats", "records", "kind", "out-dir")
+    return p
+
+
+def main(argv=None) -> None:
+    args = parser().parse_args(argv)
+    try:
+        args.fn(args)
+    except (ValueError, FileNotFoundError, KeyError, OSError, NumericalError) as err:
+        print(f"seqedit {args.cmd}: error: {err}", file=sys.stderr)
+        raise SystemExit(1) from None
+
+
+if __name__ == "__main__":
+    main()

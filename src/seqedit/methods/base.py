@@ -1,0 +1,111 @@
+"""The `Editor` seam every method implements, and the config shared by locate-then-edit methods.
+
+An editor is built once per run and then called once per batch:
+
+    editor = Editor(config, model, tokenizer, spec, stats, seed)
+    editor.edit_batch(requests, round_)      # edits `model` in place, returns a small info dict
+
+Sequential state (e.g. MEMIT-seq's accumulated previous-edit keys C_p) lives on the editor;
+`state_dict` / `load_state_dict` let the runner checkpoint and resume it, and `param_names`
+says which model parameters the method may change (the runner checkpoints only those).
+
+Read `memit.py` first: it is the reference implementation of these seams.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+from seqedit.core.stats import LayerStats
+from seqedit.core.targets import TargetConfig
+from seqedit.core.templates import generate_context_templates
+from seqedit.data.records import EditRequest
+from seqedit.models.arch import ModelSpec
+
+
+@dataclass
+class LocateEditConfig:
+    """Fields shared by MEMIT, AlphaEdit, NSE and NMKE (names follow the reference hparams)."""
+
+    layers: list[int] = field(default_factory=lambda: [1, 2])
+    v_num_grad_steps: int = 25
+    v_lr: float = 0.5
+    v_weight_decay: float = 0.5
+    clamp_norm_factor: float = 0.75
+    kl_factor: float = 0.0625
+    v_loss_layer: int = -1  # informational: the loss is read from the final logits
+    mom2_update_weight: float = 20000.0
+    n_context_templates: int = 5
+    context_template_length: int = 10
+    target_mode: str = "batched"  # "batched" | "per_request" (reference, slower)
+
+    def __post_init__(self):
+        if not self.layers or sorted(set(self.layers)) != list(self.layers):
+            raise ValueError(f"layers must be a non-empty ascending list without repeats, got {self.layers}")
+        if self.target_mode not in ("batched", "per_request"):
+            raise ValueError(f"target_mode must be 'batched' or 'per_request', got {self.target_mode!r}")
+        if self.v_num_grad_steps < 1:
+            raise ValueError("v_num_grad_steps must be >= 1")
+        if self.mom2_update_weight < 0:
+            raise ValueError("mom2_update_weight must be >= 0")
+
+    def target_config(self) -> TargetConfig:
+        return TargetConfig(
+            layer=self.layers[-1], n_steps=self.v_num_grad_steps, lr=self.v_lr, weight_decay=self.v_weight_decay,
+            clamp_norm_factor=self.clamp_norm_factor, kl_factor=self.kl_factor,
+        )
+
+
+class Editor:
+    """Base class. Subclasses set `name` and implement `edit_batch`."""
+
+    name = "base"
+
+    def __init__(self, config, model, tokenizer, spec: ModelSpec, stats: LayerStats | None, seed: int = 0):
+        self.config, self.model, self.tokenizer, self.spec, self.stats, self.seed = (
+            config, model, tokenizer, spec, stats, seed,
+        )
+        layers = getattr(config, "layers", None)
+        if layers is not None:
+            spec.check_layers(model, layers)
+
+    # --- seams --------------------------------------------------------------------------
+    def edit_batch(self, requests: list[EditRequest], round_: int) -> dict:
+        raise NotImplementedError
+
+    def param_names(self) -> list[str]:
+        """Parameters this method may modify (default: W_out of the edited layers)."""
+        return [self.spec.out_weight_name(l) for l in self.config.layers]
+
+    def state_dict(self) -> dict:
+        """Sequential state to checkpoint; subclasses extend it. Templates are part of it:
+        regenerating them after a resume would sample from the edited model."""
+        return {"templates": getattr(self, "_templates", None)}
+
+    def load_state_dict(self, state: dict) -> None:
+        self._templates = state.get("templates")
+
+    # --- helpers shared by several methods -------------------------------------------------
+    def context_templates(self) -> list[list[str]]:
+        """Generated once per run, from the model as it is at the first call (θ₀), and seeded."""
+        if getattr(self, "_templates", None) is None:
+            cfg = self.config
+            self._templates = generate_context_templates(
+                self.model, self.tokenizer, cfg.n_context_templates, cfg.context_template_length, seed=self.seed
+            )
+        return self._templates
+
+    def require_stats(self, layers) -> LayerStats:
+        if self.stats is None:
+            raise ValueError(f"{self.name} needs layer statistics; none were given")
+        missing = [l for l in layers if l not in self.stats.mom2]
+        if missing:
+            raise ValueError(f"{self.name}: the layer statistics lack layers {missing} (have {self.stats.layers})")
+        return self.stats
+
+    def check_d_ff(self, cov: torch.Tensor, layer: int) -> None:
+        d_ff = self.spec.d_ff(self.model)
+        if cov.shape != (d_ff, d_ff):
+            raise ValueError(f"{self.name}: statistics of layer {layer} are {tuple(cov.shape)}, the model has d_ff={d_ff}")

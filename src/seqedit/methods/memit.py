@@ -1,0 +1,79 @@
+"""MEMIT (Meng et al., 2023), run sequentially: the MEMIT-seq variant.
+
+Per batch: target vectors z at the last edited layer (core/targets.py), then for each edited
+layer the ridge solve (core/solve.py)
+
+    ΔW_l = R_l Kᵀ (λ C_l + C_p,l + K Kᵀ)⁻¹
+
+spread over layers (core/spread.py). C_l = E[k kᵀ] from the layer statistics, λ =
+`mom2_update_weight`. With `sequential = true` (MEMIT-seq), C_p,l accumulates K Kᵀ of every
+earlier batch, with keys recomputed on the model *after* that batch's edit; with false, C_p
+stays zero (the original batch MEMIT applied sequentially without memory of past edits).
+Weights are never restored between batches.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from seqedit.core.keys import collect_keys
+from seqedit.core.solve import solve_ridge
+from seqedit.core.spread import edit_layers
+from seqedit.core.targets import optimize_targets
+from seqedit.methods.base import Editor, LocateEditConfig
+from seqedit.registry import register_method
+
+
+@dataclass
+class MEMITConfig(LocateEditConfig):
+    sequential: bool = True  # accumulate previous-edit keys C_p in the solve (MEMIT-seq)
+
+
+class MEMITEditor(Editor):
+    name = "memit"
+
+    def __init__(self, config: MEMITConfig, model, tokenizer, spec, stats, seed: int = 0):
+        super().__init__(config, model, tokenizer, spec, stats, seed)
+        self.require_stats(config.layers)
+        self.cov = {l: self.stats.cov(l) for l in config.layers}
+        for l, c in self.cov.items():
+            self.check_d_ff(c, l)
+        d_ff = spec.d_ff(model)
+        self.prev_keys = {l: torch.zeros(d_ff, d_ff, dtype=torch.float64) for l in config.layers}  # C_p
+
+    def edit_batch(self, requests, round_: int) -> dict:
+        cfg = self.config
+        templates = self.context_templates()
+        z, zlog = optimize_targets(
+            self.model, self.tokenizer, self.spec, requests, templates, cfg.target_config(), mode=cfg.target_mode
+        )
+
+        def solve(layer, keys, resid):
+            return solve_ridge(
+                keys, resid, self.cov[layer], cfg.mom2_update_weight, self.prev_keys[layer],
+                where=(self.name, layer, round_),
+            ).to(keys.dtype)
+
+        deltas = edit_layers(self.model, self.tokenizer, self.spec, requests, z, cfg.layers, templates, solve)
+        if cfg.sequential:
+            self.accumulate_keys(requests)
+        return {"z_loss": zlog["loss"], "delta_norm": {l: float(d.norm()) for l, d in deltas.items()}}
+
+    def accumulate_keys(self, requests) -> None:
+        """C_p += K Kᵀ with keys recomputed on the edited model (all layers, one pass)."""
+        keys = collect_keys(self.model, self.tokenizer, self.spec, self.config.layers, requests, self.context_templates())
+        for l, k in keys.items():
+            k = k.double().cpu()
+            self.prev_keys[l] += k @ k.T
+
+    def state_dict(self) -> dict:
+        return {**super().state_dict(), "prev_keys": self.prev_keys}
+
+    def load_state_dict(self, state: dict) -> None:
+        super().load_state_dict(state)
+        self.prev_keys = state["prev_keys"]
+
+
+register_method("memit", MEMITConfig, MEMITEditor)

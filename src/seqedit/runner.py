@@ -1,0 +1,166 @@
+"""The sequential protocol: N edits in batches of B on one model, never restored.
+
+After every `eval_every` batches the records edited so far (a seeded subsample of at most
+`curve_max_records`) are evaluated, giving curves over the number of edits; after the last
+batch all edited records are evaluated. The state needed to continue (edited weights, the
+editor's sequential state, the round, RNG states, the curve so far) is checkpointed after
+every `checkpoint_every` batches with an atomic rename, so a killed run resumes where it
+stopped and a half-written checkpoint is never read. The checkpoint is removed when the
+run completes.
+
+Outputs in `out_dir`: metrics.json (deterministic: config, hash, git commit, versions,
+final metrics), curve.json (points and weight drift per round), timing.json (seconds).
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from seqedit.data.records import EditRecord
+from seqedit.repro import config_hash, provenance, write_json
+
+CURVE_METRICS = ("efficacy", "generalization", "specificity", "fluency")
+
+
+@dataclass
+class RunConfig:
+    n_edits: int = 200
+    batch_size: int = 20
+    eval_every: int = 2  # batches between curve points
+    curve_max_records: int = 100
+    checkpoint_every: int = 1
+
+    def __post_init__(self):
+        for name in ("n_edits", "batch_size", "eval_every", "curve_max_records", "checkpoint_every"):
+            if int(getattr(self, name)) < 1:
+                raise ValueError(f"run.{name} must be >= 1, got {getattr(self, name)}")
+        if self.batch_size > self.n_edits:
+            raise ValueError(f"run.batch_size ({self.batch_size}) is larger than run.n_edits ({self.n_edits})")
+
+
+def _rng_state() -> dict:
+    return {"torch": torch.get_rng_state(), "python": random.getstate(), "numpy": np.random.get_state()}
+
+
+def _set_rng_state(s: dict) -> None:
+    torch.set_rng_state(s["torch"])
+    random.setstate(s["python"])
+    np.random.set_state(s["numpy"])
+
+
+def _save_checkpoint(path: Path, payload: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(payload, tmp)
+    os.replace(tmp, path)  # atomic: a kill leaves either the old or the new file, never half of one
+
+
+def _curve_point(n_edits: int, summary: dict) -> dict:
+    return {"n_edits": n_edits, **{k: summary.get(k) for k in CURVE_METRICS}}
+
+
+def run_sequential(
+    model,
+    tokenizer,
+    records: list[EditRecord],
+    editor,
+    run_cfg: RunConfig,
+    eval_cfg: dict,
+    out_dir: str | Path,
+    config: dict,
+    seed: int = 0,
+    progress: bool = True,
+    evaluate=None,
+    stop_after_rounds: int | None = None,
+) -> dict:
+    """Run the protocol; return the metrics dict also written to metrics.json.
+
+    `stop_after_rounds` ends the process-level loop early (for resume tests) without
+    writing final outputs, as a kill would.
+    """
+    if evaluate is None:
+        from seqedit.evaluate import evaluate_records as evaluate
+    if run_cfg.n_edits > len(records):
+        raise ValueError(f"run.n_edits ({run_cfg.n_edits}) exceeds the {len(records)} records available")
+    out_dir = Path(out_dir)
+    ckpt = out_dir / "checkpoint" / "state.pt"
+    chash = config_hash(config)
+    records = records[: run_cfg.n_edits]
+    batches = [records[s : s + run_cfg.batch_size] for s in range(0, len(records), run_cfg.batch_size)]
+    params = {n: p for n, p in model.named_parameters() if n in set(editor.param_names())}
+    w0 = {n: p.detach().clone() for n, p in params.items()}
+
+    start, curve, drift, timing = 0, [], [], []
+    if ckpt.exists():
+        state = torch.load(ckpt, map_location="cpu", weights_only=False)
+        if state["config_hash"] == chash:
+            with torch.no_grad():
+                for n, t in state["params"].items():
+                    params[n].copy_(t)
+            editor.load_state_dict(state["editor"])
+            _set_rng_state(state["rng"])
+            start, curve, drift, timing = state["round"], state["curve"], state["drift"], state["timing"]
+            print(f"resumed from {ckpt} after round {start} of {len(batches)}")
+        else:
+            print(f"ignoring checkpoint {ckpt}: it belongs to config {state['config_hash']}, not {chash}")
+    else:
+        torch.manual_seed(seed)
+        random.seed(seed)
+        np.random.seed(seed)
+
+    def evaluate_prefix(n_done: int) -> dict:
+        done = records[:n_done] if n_done else records[: run_cfg.curve_max_records]
+        if len(done) > run_cfg.curve_max_records:
+            done = random.Random(seed * 100003 + n_done).sample(done, run_cfg.curve_max_records)
+        return evaluate(model, tokenizer, done, eval_cfg)["summary"]
+
+    if start == 0 and not curve:  # the unedited model, on the records to be edited
+        curve.append(_curve_point(0, evaluate_prefix(0)))
+
+    bar = tqdm(range(start, len(batches)), desc=f"{editor.name} rounds", disable=not progress, initial=start,
+               total=len(batches))
+    for r in bar:
+        t0 = time.perf_counter()
+        info = editor.edit_batch([rec.request for rec in batches[r]], r)
+        timing.append({"round": r, "seconds": time.perf_counter() - t0, "n_edits": len(batches[r])})
+        n_done = sum(len(b) for b in batches[: r + 1])
+        drift.append({
+            "round": r, "n_edits": n_done,
+            "weight_drift": {n: float((p.detach() - w0[n]).float().norm()) for n, p in params.items()},
+            "update_norm": {str(k): v for k, v in (info.get("delta_norm") or {}).items()},
+        })
+        last = r == len(batches) - 1
+        if (r + 1) % run_cfg.eval_every == 0 and not last:
+            curve.append(_curve_point(n_done, evaluate_prefix(n_done)))
+            bar.set_postfix(efficacy=f"{curve[-1]['efficacy']:.1f}", specificity=f"{curve[-1]['specificity']:.1f}")
+        if (r + 1) % run_cfg.checkpoint_every == 0 and not last:
+            _save_checkpoint(ckpt, {
+                "config_hash": chash, "round": r + 1, "params": {n: p.detach().cpu() for n, p in params.items()},
+                "editor": editor.state_dict(), "rng": _rng_state(), "curve": curve, "drift": drift, "timing": timing,
+            })
+        if stop_after_rounds is not None and r + 1 >= stop_after_rounds and not last:
+            return {}
+
+    final = evaluate(model, tokenizer, records, eval_cfg)
+    curve.append(_curve_point(len(records), final["summary"]))
+    metrics = {
+        "method": editor.name, "seed": seed, "n_edits": len(records), "batch_size": run_cfg.batch_size,
+        "final": final["summary"], "provenance": provenance(config), "config": config,
+    }
+    write_json(out_dir / "curve.json", {"method": editor.name, "seed": seed, "points": curve, "drift": drift})
+    write_json(out_dir / "per_record.json", final["per_record"])
+    total = sum(t["seconds"] for t in timing)
+    write_json(out_dir / "timing.json", {"edit_seconds": total, "seconds_per_edit": total / len(records),
+                                          "rounds": timing, "run_config": asdict(run_cfg)})
+    write_json(out_dir / "metrics.json", metrics)
+    if ckpt.exists():
+        ckpt.unlink()
+    return metrics

@@ -1,0 +1,63 @@
+import torch
+
+from seqedit.core.hooks import capture
+from seqedit.core.stats import LayerStats, collect_second_moments, sample_texts
+from seqedit.models.arch import spec_for
+
+from conftest import TINY_TEXTS
+
+
+def test_second_moments_match_direct_computation(tiny_model, tiny_tokenizer, tmp_path):
+    spec = spec_for(tiny_model)
+    texts = sorted(set(TINY_TEXTS))
+    stats = collect_second_moments(tiny_model, tiny_tokenizer, spec, texts, [0, 2], batch_size=3, progress=False)
+    # Direct: one unpadded forward per text, keys of every token.
+    direct = {0: 0, 2: 0}
+    count = 0
+    for t in texts:
+        ids = torch.tensor([tiny_tokenizer(t)["input_ids"]])
+        names = [spec.out_proj_name(0), spec.out_proj_name(2)]
+        with capture(tiny_model, names, what="input") as seen, torch.no_grad():
+            tiny_model(input_ids=ids)
+        for l, n in zip([0, 2], names):
+            k = seen[n][0].double()
+            direct[l] = direct[l] + k.T @ k
+        count += ids.shape[1]
+    assert stats.count == count
+    for l in (0, 2):
+        torch.testing.assert_close(stats.mom2[l], direct[l], rtol=1e-5, atol=1e-6)
+        cov = stats.cov(l)
+        torch.testing.assert_close(cov, cov.T)
+        assert torch.linalg.eigvalsh(cov).min() > -1e-8  # PSD
+
+
+def test_stats_roundtrip_and_missing_layer(tiny_gpt2, tiny_tokenizer, tmp_path):
+    spec = spec_for(tiny_gpt2)
+    stats = collect_second_moments(tiny_gpt2, tiny_tokenizer, spec, TINY_TEXTS[:7], [1], progress=False)
+    stats.save(tmp_path / "s.pt")
+    back = LayerStats.load(tmp_path / "s.pt")
+    assert back.count == stats.count and back.layers == [1]
+    torch.testing.assert_close(back.cov(1), stats.cov(1))
+    try:
+        back.cov(0)
+    except KeyError as err:
+        assert "layer 0" in str(err)
+    else:
+        raise AssertionError("a missing layer must raise")
+
+
+def test_layer_beyond_model_is_refused(tiny_gpt2, tiny_tokenizer):
+    spec = spec_for(tiny_gpt2)
+    try:
+        collect_second_moments(tiny_gpt2, tiny_tokenizer, spec, TINY_TEXTS[:3], [7], progress=False)
+    except ValueError as err:
+        assert "out of range" in str(err) and "3 layers" in str(err)
+    else:
+        raise AssertionError("layer 7 of a 3-layer model must be refused")
+
+
+def test_sample_texts_is_seeded():
+    lines = [f"line {i}" for i in range(100)]
+    assert sample_texts(lines, 10, 1) == sample_texts(lines, 10, 1)
+    assert sample_texts(lines, 10, 1) != sample_texts(lines, 10, 2)
+    assert sample_texts(lines, 1000, 1) == lines

@@ -1,0 +1,262 @@
+"""The Snakemake workflow: lint, dry-run DAGs, config validation, and the edit-curves notebook.
+
+Everything here is a dry run (`snakemake -n --forceall`, so existing results do not change the
+counts) or a papermill run on fake curves; no rule's command is executed, so these tests do not
+need the `seqedit` CLI. Subprocesses get the running interpreter's bin folder first on PATH, so
+`papermill` and the `python3` kernel resolve to this environment.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import nbformat
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[2]
+BIN = Path(sys.executable).parent
+DEFAULT_CONFIG = REPO / "config" / "config.yaml"
+BASIC_CONFIG = REPO / ".test" / "config_basic" / "config.yaml"
+NOTEBOOK = REPO / "notebooks" / "edit_curves.ipynb"
+
+
+def run(cmd: list[str], cwd: Path = REPO, timeout: int = 120) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
+    return subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def snakemake(*args: str) -> subprocess.CompletedProcess:
+    return run([sys.executable, "-m", "snakemake", *args])
+
+
+def dry_run(*args: str) -> subprocess.CompletedProcess:
+    return snakemake("-n", "--forceall", *args)
+
+
+def job_counts(output: str) -> dict[str, int]:
+    """The 'Job stats' table of a dry run as {rule: count}, without the total."""
+    assert "Job stats:" in output, output
+    table = output.split("Job stats:", 1)[1]
+    counts = {}
+    for line in table.splitlines():
+        match = re.fullmatch(r"(\w+)\s+(\d+)", line.strip())
+        if match:
+            if match[1] == "total":
+                break
+            counts[match[1]] = int(match[2])
+    return counts
+
+
+def expected_counts(config_file: Path, n_seeds: int | None = None) -> dict[str, int]:
+    """One world, testbed, check and stats job per model; one edit run (and config) per method and seed."""
+    config = yaml.safe_load(config_file.read_text())
+    n_runs = len(config["methods"]) * (n_seeds or len(config["seeds"]))
+    return {
+        "config_data": 1,
+        "config_stage": 3,  # testbed, knowledge_check, stats
+        "config_edit": n_runs,
+        "data_world": 1,
+        "testbed_train": 1,
+        "testbed_check": 1,
+        "stats_collect": 1,
+        "edit_run": n_runs,
+        "figures_edit_curves": 1,
+        "all": 1,
+    }
+
+
+def test_lint_reports_nothing_on_default_config():
+    result = snakemake("--lint")
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output
+    assert "Lints for" not in output, output
+    assert "Congratulations" in output, output
+
+
+@pytest.mark.parametrize(
+    "config_args, config_file",
+    [([], DEFAULT_CONFIG), (["--configfile", str(BASIC_CONFIG)], BASIC_CONFIG)],
+    ids=["default", "config_basic"],
+)
+def test_dry_run_job_counts(config_args, config_file):
+    result = dry_run(*config_args)
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output
+    assert job_counts(output) == expected_counts(config_file)
+
+
+def test_dry_run_wires_the_cli_and_papermill():
+    result = dry_run("--configfile", str(BASIC_CONFIG), "--printshellcmds")
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output
+    for command in [
+        "seqedit world --config data/world/config.json --out-dir data/world",
+        "seqedit train-testbed --config results/testbed/config/testbed.json --corpus data/world/corpus.txt"
+        " --out results/testbed/testbed/model",
+        "seqedit check-knowledge --config results/testbed/config/knowledge_check.json"
+        " --model results/testbed/testbed/model --records data/world/counterfact.json --kind counterfact",
+        "seqedit stats --config results/testbed/config/stats.json --model results/testbed/testbed/model",
+        "seqedit edit --config results/testbed/config/edit/memit/seed~0.json --model results/testbed/testbed/model"
+        " --stats results/testbed/stats/mom2.pt --records data/world/counterfact.json --kind counterfact"
+        " --out-dir results/testbed/edit/memit/seed~0",
+        "papermill notebooks/edit_curves.ipynb results/testbed/notebooks/edit_curves.ipynb -k python3",
+    ]:
+        assert command in output, command
+
+
+def test_extra_seed_adds_one_edit_run_per_method():
+    result = dry_run("--config", "seeds=[0,1]")
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output
+    assert job_counts(output) == expected_counts(DEFAULT_CONFIG, n_seeds=2)
+
+
+def test_external_model_skips_the_testbed():
+    result = dry_run("--config", "model={path: openai-community/gpt2}")
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output
+    counts = job_counts(output)
+    assert "testbed_train" not in counts and "testbed_check" not in counts
+    assert counts["stats_collect"] == 1 and counts["edit_run"] == 1
+    assert counts["config_stage"] == 1  # stats only
+
+
+@pytest.mark.parametrize(
+    "override, key",
+    [
+        ({"run": {"n_edits": "many"}}, "n_edits"),  # wrong type
+        ({"run": {"batch_size": 0}}, "batch_size"),  # out of range
+        ({"knowledge_check": {"rewrite": 1.5}}, "rewrite"),  # out of range
+        ({"data": {"source": "wikipedia"}}, "source"),  # not in enum
+        ({"testbed": {"n_layers": 4}}, "n_layers"),  # unknown key (typo of n_layer)
+        ({"method": ["memit"]}, "method"),  # unknown top-level key (typo of methods)
+    ],
+    ids=["wrong_type", "out_of_range", "out_of_unit_range", "bad_enum", "unknown_key", "unknown_top_level_key"],
+)
+def test_invalid_config_fails_naming_the_key(tmp_path, override, key):
+    config_file = tmp_path / "bad.yaml"
+    config_file.write_text(yaml.safe_dump(override))
+    result = dry_run("--configfile", str(config_file))
+    output = result.stdout + result.stderr
+    assert result.returncode != 0, output
+    assert "Error validating config file" in output, output
+    assert key in output, output
+
+
+def test_invalid_command_line_value_fails_naming_the_key():
+    # --config parses mappings with YAML's BaseLoader ('0' stays a string); common.smk converts it
+    # back to a number, so the error is the range, not the type.
+    result = dry_run("--config", "run={n_edits: 0}")
+    output = result.stdout + result.stderr
+    assert result.returncode != 0, output
+    assert "0 is less than the minimum of 1" in output and "n_edits" in output, output
+
+
+def test_layers_beyond_testbed_fail_before_running():
+    result = dry_run("--config", "stats={layers: [0, 9]}")
+    output = result.stdout + result.stderr
+    assert result.returncode != 0, output
+    assert "do not fit the testbed" in output, output
+
+
+def test_notebook_has_a_parameters_cell():
+    notebook = nbformat.read(NOTEBOOK, as_version=4)
+    nbformat.validate(notebook)
+    tagged = [cell for cell in notebook.cells if "parameters" in cell.metadata.get("tags", [])]
+    assert len(tagged) == 1
+    assert all(name in tagged[0].source for name in ["curves", "out_dir", "model"])
+
+
+def write_curve(path: Path, method: str, seed: int, n_points: int) -> Path:
+    points = [
+        {
+            "n_edits": 4 * (i + 1),
+            "efficacy": 1.0 - 0.05 * i - 0.01 * seed,
+            "generalization": 0.8 - 0.05 * i,
+            "specificity": 0.9 - 0.02 * i,
+            "fluency": None if i % 2 else 5.0,
+        }
+        for i in range(n_points)
+    ]
+    path.write_text(json.dumps({"method": method, "seed": seed, "points": points}))
+    return path
+
+
+@pytest.mark.parametrize("n_points", [3, 1], ids=["curve", "single_point"])
+def test_notebook_edit_curves_runs(tmp_path, n_points):
+    curves = [
+        write_curve(tmp_path / "memit_0.json", "memit", 0, n_points),
+        write_curve(tmp_path / "memit_1.json", "memit", 1, n_points),
+        write_curve(tmp_path / "alphaedit_0.json", "alphaedit", 0, n_points),  # a single seed
+    ]
+    out_dir = tmp_path / "figures"
+    result = run(
+        [
+            str(BIN / "papermill"),
+            str(NOTEBOOK),
+            str(tmp_path / "executed.ipynb"),
+            "-k",
+            "python3",
+            "-r",
+            "curves",
+            ",".join(map(str, curves)),
+            "-r",
+            "out_dir",
+            str(out_dir),
+            "-r",
+            "model",
+            "toy",
+        ],
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    for ext in ["png", "pdf"]:
+        figure = out_dir / f"toy_edit_curves.{ext}"
+        assert figure.is_file() and figure.stat().st_size > 0, figure
+
+
+# The schema and the library each state the defaults; these keep the two from drifting apart.
+SCHEMA_SECTIONS = {
+    "data.synthetic": ("seqedit.data.world", "WorldConfig"),
+    "testbed": ("seqedit.models.testbed", "TestbedConfig"),
+    "model": ("seqedit.config", "ModelConfig"),
+    "stats": ("seqedit.config", "StatsConfig"),
+    "knowledge_check": ("seqedit.config", "KnowledgeCheckConfig"),
+    "run": ("seqedit.runner", "RunConfig"),
+}
+
+
+@pytest.mark.parametrize("where", sorted(SCHEMA_SECTIONS))
+def test_schema_defaults_equal_library_defaults(where):
+    import dataclasses
+    import importlib
+
+    module, name = SCHEMA_SECTIONS[where]
+    config_cls = getattr(importlib.import_module(module), name)
+    schema = yaml.safe_load((REPO / "workflow" / "schemas" / "config.schema.yaml").read_text())
+    for key in where.split("."):
+        schema = schema["properties"][key]
+    library = {field.name: field.default for field in dataclasses.fields(config_cls)}
+    for key, subschema in schema["properties"].items():
+        assert key in library, f"{where}.{key} is in the schema but not in {name}"
+        assert subschema["default"] == library[key], f"{where}.{key}: schema {subschema['default']!r}, {name} {library[key]!r}"
+
+
+@pytest.mark.parametrize(
+    "hparams_file",
+    sorted((REPO / "config" / "hparams").glob("*/*.yaml")) + sorted((REPO / ".test" / "hparams").glob("*/*.yaml")),
+    ids=lambda path: str(path.relative_to(REPO)),
+)
+def test_hparams_files_build_their_method_config(hparams_file):
+    import seqedit.methods  # noqa: F401  (registers the methods)
+    from seqedit.registry import build_config, get_method
+
+    method = hparams_file.parent.name
+    config_cls, _ = get_method(method)
+    build_config(config_cls, yaml.safe_load(hparams_file.read_text()) or {}, str(hparams_file))

@@ -127,6 +127,7 @@ def parser() -> argparse.ArgumentParser:
         s = sub.add_parser(name)
         s.add_argument("--config", required=True)
         s.add_argument("--quiet", action="store_true", help="no progress bars")
+        s.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
         for o in opts:
             s.add_argument(f"--{o}", required=o != "stats")
         s.set_defaults(fn=fn)
@@ -142,6 +143,10 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> None:
     args = parser().parse_args(argv)
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)  # parallel jobs on few cores must not oversubscribe them
     try:
         args.fn(args)
     except (ValueError, FileNotFoundError, KeyError, OSError, NumericalError) as err:

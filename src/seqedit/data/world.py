@@ -20,6 +20,7 @@ answer of an earlier record's specificity prompt (unless the world is too small)
 from __future__ import annotations
 
 import json
+import math
 import random
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -133,10 +134,20 @@ def _sample_preferring(rng: random.Random, preferred: list[str], others: list[st
 
 
 def _build_names(cfg: WorldConfig, relations: tuple[Relation, ...]) -> tuple[tuple[str, ...], dict[str, tuple[str, ...]]]:
+    """Subjects are a given name from a small shared pool (about sqrt(n_subjects) names) and a
+    unique surname. The first word does not identify a subject, the last one does: as for real
+    entities, a causal model knows *who* at the subject's last token, where locate-then-edit
+    methods read keys and write values. (With unique given names the testbed learns to recall
+    facts from the first token, and edits at the last token have no effect.)
+    """
     rng = _rng(cfg, "names")
     registry = NameRegistry()
-    subjects = tuple(f"{registry.draw(rng, make_first_name)} {registry.draw(rng, make_surname)}"
-                     for _ in range(cfg.n_subjects))
+    n_first = max(2, math.isqrt(cfg.n_subjects))
+    firsts = [registry.draw(rng, make_first_name) for _ in range(n_first)]
+    lasts = [registry.draw(rng, make_surname) for _ in range(cfg.n_subjects)]
+    pairs = [(firsts[i % n_first], last) for i, last in enumerate(lasts)]
+    rng.shuffle(pairs)
+    subjects = tuple(f"{a} {b}" for a, b in pairs)
     objects = {rel.id: tuple(registry.draw(rng, rel.make_object) for _ in range(cfg.n_objects))
                for rel in relations}
     return subjects, objects

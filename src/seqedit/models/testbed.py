@@ -4,9 +4,10 @@ It stands in for GPT2-XL / GPT-J / Llama3 where no hub is reachable. After train
 written with `save_pretrained` (model and tokenizer in one directory) and read back through
 `seqedit.models.load.load_model`, the same path a hub model takes.
 
-Training is plain next-token prediction on one sentence per example: each corpus line is
-an independent sequence starting at position 0 (as evaluation prompts do) and ending with
-EOS; padding is masked out of the loss.
+Training is plain next-token prediction. An example is one corpus line starting at position
+0 (as evaluation prompts do) or, with probability `concat_prob`, two lines joined, so facts
+are also learned after an unrelated prefix (CounterFact's paraphrase prompts carry one).
+Every example ends with EOS; padding is masked out of the loss.
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ class TestbedConfig:
     warmup_steps: int = 100
     weight_decay: float = 0.0
     min_lr_ratio: float = 0.1  # cosine decay floor, as a fraction of lr
+    concat_prob: float = 0.3  # share of examples that are two corpus lines joined (facts after a prefix)
 
     def __post_init__(self):
         for name in ("vocab_size", "n_layer", "n_embd", "n_head", "n_positions", "steps", "batch_size"):
@@ -46,6 +48,8 @@ class TestbedConfig:
                 raise ValueError(f"testbed.{name} must be >= 1, got {getattr(self, name)}")
         if self.n_embd % self.n_head:
             raise ValueError(f"testbed.n_embd ({self.n_embd}) must be divisible by testbed.n_head ({self.n_head})")
+        if not 0.0 <= self.concat_prob <= 1.0:
+            raise ValueError(f"testbed.concat_prob must be within [0, 1], got {self.concat_prob}")
         if not self.lr > 0:
             raise ValueError(f"testbed.lr must be > 0, got {self.lr}")
 
@@ -89,7 +93,13 @@ def train_testbed(lines: list[str], cfg: TestbedConfig, out_dir: str | Path, pro
             rng.shuffle(more)
             order.extend(more)
         idx, order = order[: cfg.batch_size], order[cfg.batch_size :]
-        ids, mask = pad_batch([examples[i] for i in idx], eos)
+        rows = []
+        for i in idx:
+            row = examples[i]
+            if rng.random() < cfg.concat_prob:
+                row = (row[:-1] + examples[rng.randrange(len(examples))])[: cfg.n_positions]
+            rows.append(row)
+        ids, mask = pad_batch(rows, eos)
         labels = ids.masked_fill(mask == 0, -100)
         for g in opt.param_groups:
             g["lr"] = lr_at(step, cfg)

@@ -1,0 +1,33 @@
+# Sequential knowledge editing on one shared core: the workflow's table of contents.
+# Rules wire the `seqedit` CLI; every decision lives in workflow/rules/common.smk.
+
+from snakemake.utils import min_version
+
+min_version("9.0")
+
+
+# load configuration
+# -----------------------------------------------------
+configfile: "config/config.yaml"
+
+
+report: "workflow/report/workflow.rst"
+
+
+# load rules
+# -----------------------------------------------------
+include: "workflow/rules/common.smk"
+include: "workflow/rules/config.smk"
+include: "workflow/rules/data.smk"
+include: "workflow/rules/testbed.smk"
+include: "workflow/rules/stats.smk"
+include: "workflow/rules/edit.smk"
+include: "workflow/rules/figures.smk"
+
+
+# target rules
+# -----------------------------------------------------
+rule all:
+    input:
+        get_final_output(),
+    default_target: True

@@ -1,0 +1,99 @@
+"""The sequential runner: checkpoints, resume, determinism, refusals."""
+
+import json
+
+import pytest
+import torch
+
+from seqedit.data.records import EditRecord, EditRequest
+from seqedit.methods.base import Editor
+from seqedit.models.arch import spec_for
+from seqedit.runner import RunConfig, run_sequential
+
+
+class NoisyEditor(Editor):
+    """Adds seeded noise to one W_out per batch and keeps a running count as its state."""
+
+    name = "noisy"
+
+    def __init__(self, model, spec):
+        super().__init__(None, model, None, spec, None)
+        self.count = torch.zeros(())
+
+    def edit_batch(self, requests, round_):
+        delta = torch.randn(self.spec.d_model(self.model), self.spec.d_ff(self.model)) * 0.01  # global RNG on purpose
+        self.spec.add_to_out_weight(self.model, 1, delta)
+        self.count += len(requests)
+        return {"delta_norm": {1: float(delta.norm())}}
+
+    def param_names(self):
+        return [self.spec.out_weight_name(1)]
+
+    def state_dict(self):
+        return {"count": self.count.clone()}
+
+    def load_state_dict(self, state):
+        self.count = state["count"]
+
+
+def fake_evaluate(model, tokenizer, records, cfg):
+    w = model.transformer.h[1].mlp.c_proj.weight
+    s = float(w.detach().double().sum())
+    return {"summary": {"efficacy": s, "generalization": len(records), "specificity": 0.0, "fluency": None},
+            "per_record": [{"case_id": r.case_id} for r in records]}
+
+
+RECORDS = [EditRecord(EditRequest(i, "{} is", f"S{i}", "a", "b"), kind="counterfact") for i in range(10)]
+CFG = RunConfig(n_edits=10, batch_size=2, eval_every=2, curve_max_records=4)
+
+
+def run(tiny_gpt2, out, **kw):
+    editor = NoisyEditor(tiny_gpt2, spec_for(tiny_gpt2))
+    return run_sequential(tiny_gpt2, None, RECORDS, editor, CFG, {}, out, {"x": 1}, seed=3, progress=False,
+                          evaluate=fake_evaluate, **kw), editor
+
+
+def test_resume_after_kill_matches_uninterrupted_run(tmp_path, tiny_tokenizer):
+    from conftest import make_tiny_model
+
+    full, ed_full = run(make_tiny_model("gpt2", len(tiny_tokenizer)), tmp_path / "a")
+    assert run(make_tiny_model("gpt2", len(tiny_tokenizer)), tmp_path / "b", stop_after_rounds=3)[0] == {}
+    assert (tmp_path / "b" / "checkpoint" / "state.pt").exists()
+    assert not (tmp_path / "b" / "metrics.json").exists()
+    resumed, ed_res = run(make_tiny_model("gpt2", len(tiny_tokenizer)), tmp_path / "b")
+    assert resumed["final"] == full["final"]
+    assert float(ed_res.count) == float(ed_full.count) == 10
+    for name in ("metrics.json", "curve.json"):
+        assert (tmp_path / "a" / name).read_text() == (tmp_path / "b" / name).read_text()
+    assert not (tmp_path / "b" / "checkpoint" / "state.pt").exists()  # removed once complete
+
+
+def test_half_written_checkpoint_is_never_loaded(tmp_path, tiny_tokenizer):
+    from conftest import make_tiny_model
+
+    full, _ = run(make_tiny_model("gpt2", len(tiny_tokenizer)), tmp_path / "a")
+    ckpt = tmp_path / "b" / "checkpoint"
+    ckpt.mkdir(parents=True)
+    (ckpt / "state.pt.tmp").write_bytes(b"truncated garbage")  # what a kill during a save leaves
+    again, _ = run(make_tiny_model("gpt2", len(tiny_tokenizer)), tmp_path / "b")
+    assert again["final"] == full["final"]
+
+
+def test_same_config_gives_identical_metrics_files(tmp_path, tiny_tokenizer):
+    from conftest import make_tiny_model
+
+    run(make_tiny_model("gpt2", len(tiny_tokenizer)), tmp_path / "a")
+    run(make_tiny_model("gpt2", len(tiny_tokenizer)), tmp_path / "b")
+    assert (tmp_path / "a" / "metrics.json").read_bytes() == (tmp_path / "b" / "metrics.json").read_bytes()
+    curve = json.loads((tmp_path / "a" / "curve.json").read_text())
+    assert [p["n_edits"] for p in curve["points"]] == [0, 4, 8, 10]
+    assert len(curve["drift"]) == 5 and curve["drift"][-1]["weight_drift"]["transformer.h.1.mlp.c_proj.weight"] > 0
+
+
+def test_refuses_more_edits_than_records_and_oversized_batches(tmp_path, tiny_gpt2):
+    with pytest.raises(ValueError, match="batch_size .* larger than run.n_edits"):
+        RunConfig(n_edits=4, batch_size=8)
+    editor = NoisyEditor(tiny_gpt2, spec_for(tiny_gpt2))
+    with pytest.raises(ValueError, match="exceeds the 10 records"):
+        run_sequential(tiny_gpt2, None, RECORDS, editor, RunConfig(n_edits=20, batch_size=2), {}, tmp_path, {},
+                       evaluate=fake_evaluate, progress=False)

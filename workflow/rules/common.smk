@@ -1,0 +1,242 @@
+# Every decision of the workflow lives here: config validation, the config sections each
+# stage receives, where records/model/corpus come from, and the final targets.
+# Rules call these functions and contain no logic of their own.
+
+import json
+import os
+import re
+from pathlib import Path
+
+import yaml
+from snakemake.exceptions import WorkflowError
+from snakemake.utils import validate
+
+
+def coerce_cli_strings(value, schema):
+    """`value` with the strings that `snakemake --config` leaves in lists and mappings
+    parsed as YAML.
+
+    Snakemake parses `--config` lists and mappings with YAML's BaseLoader, which keeps
+    every scalar a string: `seeds=[0,1]` arrives as ['0', '1'] and `run={n_edits: 50}`
+    as {'n_edits': '50'}. Where the schema does not expect a string (or says nothing,
+    as inside `hparams`), such a string is parsed as the config file would parse it;
+    anything still wrong is left for validate().
+    """
+    if isinstance(value, dict):
+        properties = schema.get("properties", {})
+        extra = schema.get("additionalProperties")
+        extra = extra if isinstance(extra, dict) else {}
+        return {
+            key: coerce_cli_strings(item, properties.get(key, extra))
+            for key, item in value.items()
+        }
+    if isinstance(value, list):
+        return [coerce_cli_strings(item, schema.get("items", {})) for item in value]
+    types = schema.get("type", [])
+    types = [types] if isinstance(types, str) else types
+    is_null = "null" in types and value in ("null", "Null", "NULL", "~")
+    if not isinstance(value, str) or ("string" in types and not is_null):
+        return value
+    try:
+        return yaml.safe_load(value)
+    except yaml.YAMLError:
+        return value
+
+
+with open(workflow.source_path("../schemas/config.schema.yaml")) as f:
+    CONFIG_SCHEMA = yaml.safe_load(f)
+config.update(coerce_cli_strings(config, CONFIG_SCHEMA))
+validate(config, schema="../schemas/config.schema.yaml")
+
+MODEL = config["model"]["name"]
+WORLD_DIR = "data/world"
+
+# Config sections each `seqedit` subcommand reads from its --config file. The stage config
+# files are written by config_stage/config_edit with these dicts as params, so a change to a
+# section reruns exactly the stages that read it (Snakemake's params rerun trigger).
+STAGE_SECTIONS = {
+    "data": ["data"],
+    "testbed": ["testbed"],
+    "knowledge_check": ["knowledge_check", "run", "evaluation", "model"],
+    "stats": ["stats", "model"],
+    "edit": ["run", "evaluation", "model"],
+}
+# Stages whose config lives in results/{model}/config/{stage}.json; "data" is model-independent
+# (data/world/config.json) and "edit" is per method and seed.
+MODEL_STAGES = ["testbed", "knowledge_check", "stats"]
+
+
+wildcard_constraints:
+    model=re.escape(MODEL),
+    method="|".join(map(re.escape, config["methods"])),
+    seed=r"\d+",
+    stage="|".join(MODEL_STAGES),
+
+
+def software_env():
+    """Conda env of all rules (only used with --sdm conda); CUDA build on a GPU device."""
+    flavour = "cuda" if config["model"]["device"].startswith("cuda") else "cpu"
+    return f"../../envs/seqedit-{flavour}.yaml"
+
+
+def is_testbed():
+    """True when the edited model is the testbed the workflow trains (model.path null)."""
+    return config["model"]["path"] is None
+
+
+def hparams_path(method):
+    return Path(config["hparams_dir"]) / method / f"{MODEL}.yaml"
+
+
+def deep_merge(base, overrides):
+    """`overrides` merged over `base`, recursing into dicts; neither is modified."""
+    merged = dict(base)
+    for key, value in overrides.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = deep_merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def method_hparams(method):
+    """A method's hyperparameters: its file for this model, `hparams` overrides merged in."""
+    path = hparams_path(method)
+    if not path.is_file():
+        raise WorkflowError(
+            f"no hyperparameters for method '{method}' on model '{MODEL}': {path} is "
+            "missing (create it, or change hparams_dir / model.name)"
+        )
+    with open(path) as f:
+        hparams = yaml.safe_load(f) or {}
+    return deep_merge(hparams, config["hparams"].get(method, {}))
+
+
+def stats_layers():
+    """Layers to collect second moments for: stats.layers, or the methods' `layers`."""
+    if config["stats"]["layers"] is not None:
+        layers = set(config["stats"]["layers"])
+    else:
+        layers = set()
+        for method in config["methods"]:
+            layers.update(method_hparams(method).get("layers") or [])
+    if not layers:
+        raise WorkflowError(
+            "stats.layers is null and no method's hyperparameter file lists `layers`; "
+            "set stats.layers"
+        )
+    if is_testbed() and max(layers) >= config["testbed"]["n_layer"]:
+        raise WorkflowError(
+            f"layers {sorted(layers)} do not fit the testbed (testbed.n_layer = "
+            f"{config['testbed']['n_layer']}); check stats.layers and the files under "
+            f"{config['hparams_dir']}"
+        )
+    return sorted(layers)
+
+
+def stage_config(stage, wildcards=None):
+    """The config sections a stage's subcommand reads, keys sorted (a canonical dict)."""
+    sections = {key: config[key] for key in STAGE_SECTIONS[stage]}
+    if stage == "stats":
+        sections["stats"] = {**config["stats"], "layers": stats_layers()}
+    if stage == "edit":
+        sections["method"] = {
+            "name": wildcards.method,
+            "hparams": method_hparams(wildcards.method),
+        }
+        sections["seed"] = int(wildcards.seed)
+    return json.loads(json.dumps(sections, sort_keys=True))
+
+
+def get_stage_sections(wildcards):
+    return stage_config(wildcards.stage, wildcards)
+
+
+def get_edit_sections(wildcards):
+    return stage_config("edit", wildcards)
+
+
+def records_path():
+    """The edit records every run (and the knowledge check) uses."""
+    return {
+        "synthetic": f"{WORLD_DIR}/counterfact.json",
+        "counterfact": config["data"]["counterfact_path"],
+        "zsre": config["data"]["zsre_path"],
+    }[config["data"]["source"]]
+
+
+def records_kind():
+    """Format of records_path(); the synthetic world is written in CounterFact's."""
+    return {"synthetic": "counterfact", "counterfact": "counterfact", "zsre": "zsre"}[
+        config["data"]["source"]
+    ]
+
+
+def corpus_path():
+    """Text the testbed is trained on and the layer statistics are collected over."""
+    return f"{WORLD_DIR}/corpus.txt"
+
+
+def model_dir():
+    """What `--model` receives: the testbed, or model.path (hub id or local folder)."""
+    if is_testbed():
+        return f"results/{MODEL}/testbed/model"
+    return config["model"]["path"]
+
+
+def model_input():
+    """The model as a tracked input: the testbed or an existing local path (not a hub id)."""
+    if is_testbed() or os.path.exists(config["model"]["path"]):
+        return model_dir()
+    return []
+
+
+def knowledge_check_input():
+    """The testbed's knowledge check, which edit runs wait for; none for other models."""
+    if is_testbed():
+        return [f"results/{MODEL}/testbed/knowledge_check.json"]
+    return []
+
+
+def get_curves(wildcards):
+    return expand(
+        "results/{model}/edit/{method}/seed~{seed}/curve.json",
+        model=wildcards.model,
+        method=config["methods"],
+        seed=config["seeds"],
+    )
+
+
+def joined_curves(wildcards, input):
+    """The notebook's `curves` parameter: the curve files, comma-separated."""
+    return ",".join(input.curves)
+
+
+def model_arg(wildcards, input):
+    """What `--model` receives: the tracked model input, else model.path (a hub id)."""
+    return input.model or model_dir()
+
+
+def output_dir(wildcards, output):
+    """Folder of a rule's first output, for subcommands that take --out-dir."""
+    return os.path.dirname(output[0])
+
+
+def figure_dir(wildcards, output):
+    """Folder the notebook saves the figures into (that of the `png` output)."""
+    return os.path.dirname(output.png)
+
+
+def get_final_output():
+    final = expand(
+        "results/{model}/edit/{method}/seed~{seed}/{file}",
+        model=MODEL,
+        method=config["methods"],
+        seed=config["seeds"],
+        file=["metrics.json", "curve.json"],
+    )
+    final += knowledge_check_input()
+    final += expand(
+        "figures/{model}_edit_curves.{ext}", model=MODEL, ext=["png", "pdf"]
+    )
+    return final

@@ -1,0 +1,30 @@
+# One sequential editing run: a method, a seed, all batches, the curve along the way.
+# The run manages {out_dir}/checkpoint/ itself, so a failed or interrupted run resumes.
+rule edit_run:
+    input:
+        config="results/{model}/config/edit/{method}/seed~{seed}.json",
+        model=model_input(),
+        stats=rules.stats_collect.output.stats,
+        records=records_path(),
+        knowledge_check=knowledge_check_input(),
+    output:
+        metrics="results/{model}/edit/{method}/seed~{seed}/metrics.json",
+        curve="results/{model}/edit/{method}/seed~{seed}/curve.json",
+    params:
+        model=model_arg,
+        kind=records_kind(),
+        out_dir=output_dir,
+    log:
+        "logs/edit_run/{model}/{method}/seed~{seed}.log",
+    benchmark:
+        "benchmarks/edit_run/{model}/{method}/seed~{seed}.tsv"
+    threads: 1
+    resources:
+        mem_mb=16000,
+        runtime=480,
+    conda:
+        software_env()
+    shell:
+        "seqedit edit --config {input.config} --model {params.model}"
+        " --stats {input.stats} --records {input.records} --kind {params.kind}"
+        " --out-dir {params.out_dir} --threads {threads} > {log} 2>&1"

@@ -47,6 +47,7 @@ class WorldConfig:
 
     seed: int = 0
     n_subjects: int = 240
+    names: str = "composite"  # "composite" (given name x surname pools) | "unique" (unique surnames)
     n_relations: int = 5
     n_objects: int = 12  # objects per relation
     n_records: int = 400  # edit records to emit (distinct (subject, relation) facts)
@@ -58,8 +59,12 @@ class WorldConfig:
     n_filler: int = 300  # generic non-fact sentences added to the corpus
 
     def __post_init__(self) -> None:
+        if self.names not in ("composite", "unique"):
+            raise ValueError(f"WorldConfig.names must be 'composite' or 'unique', got {self.names!r}")
         for f in fields(self):
             value = getattr(self, f.name)
+            if f.name == "names":
+                continue
             if not isinstance(value, int) or isinstance(value, bool):
                 raise ValueError(f"WorldConfig.{f.name} must be an int, got {value!r}")
         minimum = {"n_subjects": 2, "n_relations": 1, "n_objects": 2, "n_records": 1, "n_neighbors": 1,
@@ -134,18 +139,31 @@ def _sample_preferring(rng: random.Random, preferred: list[str], others: list[st
 
 
 def _build_names(cfg: WorldConfig, relations: tuple[Relation, ...]) -> tuple[tuple[str, ...], dict[str, tuple[str, ...]]]:
-    """Subjects are a given name from a small shared pool (about sqrt(n_subjects) names) and a
-    unique surname. The first word does not identify a subject, the last one does: as for real
-    entities, a causal model knows *who* at the subject's last token, where locate-then-edit
-    methods read keys and write values. (With unique given names the testbed learns to recall
-    facts from the first token, and edits at the last token have no effect.)
+    """Subject names, by `cfg.names`:
+
+    - "composite": given names and surnames from two pools of about sqrt(n_subjects) each, so
+      no single word identifies a subject, only the pair. A causal model first knows *who* at
+      the subject's last token, where locate-then-edit methods read keys and write values, as
+      for real entities. (With a unique word in the name a small model recalls facts by
+      attending to that word's embedding from the last prompt position, and nothing reads the
+      subject's residual stream.)
+    - "unique": a shared given name and a unique surname.
     """
     rng = _rng(cfg, "names")
     registry = NameRegistry()
-    n_first = max(2, math.isqrt(cfg.n_subjects))
-    firsts = [registry.draw(rng, make_first_name) for _ in range(n_first)]
-    lasts = [registry.draw(rng, make_surname) for _ in range(cfg.n_subjects)]
-    pairs = [(firsts[i % n_first], last) for i, last in enumerate(lasts)]
+    if cfg.names == "unique":
+        n_first = max(2, math.isqrt(cfg.n_subjects))
+        firsts = [registry.draw(rng, make_first_name) for _ in range(n_first)]
+        lasts = [registry.draw(rng, make_surname) for _ in range(cfg.n_subjects)]
+        pairs = [(firsts[i % n_first], last) for i, last in enumerate(lasts)]
+    else:
+        n_first = max(2, math.isqrt(cfg.n_subjects - 1) + 1)
+        n_last = -(-cfg.n_subjects // n_first)
+        firsts = [registry.draw(rng, make_first_name) for _ in range(n_first)]
+        lasts = [registry.draw(rng, make_surname) for _ in range(n_last)]
+        # A shifted diagonal walk over the grid spreads every word over ~n_subjects/pool subjects.
+        grid = [(firsts[i % n_first], lasts[(i // n_first + i) % n_last]) for i in range(n_first * n_last)]
+        pairs = list(dict.fromkeys(grid))[: cfg.n_subjects]
     rng.shuffle(pairs)
     subjects = tuple(f"{a} {b}" for a, b in pairs)
     objects = {rel.id: tuple(registry.draw(rng, rel.make_object) for _ in range(cfg.n_objects))

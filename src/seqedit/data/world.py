@@ -47,7 +47,7 @@ class WorldConfig:
 
     seed: int = 0
     n_subjects: int = 240
-    names: str = "composite"  # "composite" (given name x surname pools) | "unique" (unique surnames)
+    names: str = "unique"  # "unique" (shared given names, unique surnames) | "composite" (both shared)
     n_relations: int = 5
     n_objects: int = 12  # objects per relation
     n_records: int = 400  # edit records to emit (distinct (subject, relation) facts)

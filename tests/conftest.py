@@ -89,7 +89,14 @@ def toy_testbed(toy_world, tmp_path_factory):
 
     out = tmp_path_factory.mktemp("testbed")
     lines = (toy_world / "corpus.txt").read_text().splitlines()
-    train_testbed(lines, TestbedConfig(**TOY_TESTBED), out, progress=False)
+    # Session fixtures run before the per-test single-thread fixture; pin the thread count here
+    # too, since float reductions (and so the trained weights) depend on it.
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        train_testbed(lines, TestbedConfig(**TOY_TESTBED), out, progress=False)
+    finally:
+        torch.set_num_threads(before)
     return out
 
 

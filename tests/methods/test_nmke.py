@@ -1,0 +1,207 @@
+"""NMKE: neuron attribution, entropy-guided mask, masked AlphaEdit update, toy flips."""
+
+import pytest
+import torch
+
+from seqedit.core.attribution import entropy_guided_mask, frozen_final_norm, neuron_logprob_gain, trace_neurons
+from seqedit.core.stats import collect_second_moments
+from seqedit.data import load_records
+from seqedit.data.records import EditRequest
+from seqedit.evaluate.counterfact import evaluate_counterfact
+from seqedit.methods.alphaedit import AlphaEditEditor
+from seqedit.methods.nmke import NMKEConfig, NMKEEditor
+from seqedit.models.arch import spec_for
+from seqedit.models.load import load_model
+from seqedit.registry import build_config, get_method
+
+from conftest import TINY_TEXTS
+
+TINY_LAYERS = [0, 1]
+TINY_REQUESTS = [
+    EditRequest(0, "{} was born in", "Varkel Dunmore", "Quell", "Zorvia"),
+    EditRequest(1, "{} works for", "Mirel Astan", "Zorvia", "Quandex"),
+]
+TINY_FAST = dict(layers=TINY_LAYERS, n_context_templates=2, context_template_length=3, v_num_grad_steps=5,
+                 threshold_mode="relative", nullspace_energy=0.05)
+TEXTS = ["Varkel Dunmore was born in", "The capital of Zorvia is", "Orin Tallow speaks"]
+
+
+# --- core/attribution.py -------------------------------------------------------------------------------
+def test_trace_and_frozen_norm_reproduce_the_model(tiny_model, tiny_tokenizer):
+    """Residual without the FFN + FFN output = block output, and frozen norm + unembedding at
+    the model's own final state = the model's logits (LayerNorm and RMSNorm layouts)."""
+    spec = spec_for(tiny_model)
+    trace = trace_neurons(tiny_model, tiny_tokenizer, spec, TINY_LAYERS, TEXTS)
+    head = tiny_model.get_submodule(spec.lm_head)
+    f = frozen_final_norm(tiny_model.get_submodule(spec.final_norm), trace.final)
+    logits = f(trace.final) @ head.weight.T
+    if getattr(head, "bias", None) is not None:
+        logits = logits + head.bias
+    torch.testing.assert_close(logits, trace.logits, rtol=1e-4, atol=1e-4)
+    one_by_one = trace_neurons(tiny_model, tiny_tokenizer, spec, TINY_LAYERS, TEXTS, chunk=1)  # no padding
+    torch.testing.assert_close(one_by_one.activations[1], trace.activations[1], rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(one_by_one.residual[1], trace.residual[1], rtol=1e-4, atol=1e-5)
+    # residual without the FFN + Σ_i a_i W_out[:, i] (+ bias) = the block output, read unpadded
+    from seqedit.core.hooks import capture
+
+    for j, text in enumerate(TEXTS):
+        ids = torch.tensor([tiny_tokenizer(text)["input_ids"]])
+        names = [spec.block_name(l) for l in TINY_LAYERS]
+        with capture(tiny_model, names) as seen:
+            tiny_model(input_ids=ids)
+        for l in TINY_LAYERS:
+            ffn = spec.out_weight(tiny_model, l) @ trace.activations[l][j]  # (d,)
+            bias = spec.out_proj(tiny_model, l).bias
+            if bias is not None:
+                ffn = ffn + bias
+            torch.testing.assert_close(trace.residual[l][j] + ffn, seen[spec.block_name(l)][0, -1], rtol=1e-4, atol=1e-5)
+
+
+def test_logprob_gain_matches_a_direct_computation_and_is_chunk_invariant(tiny_model, tiny_tokenizer):
+    spec = spec_for(tiny_model)
+    trace = trace_neurons(tiny_model, tiny_tokenizer, spec, TINY_LAYERS, TEXTS)
+    y = trace.logits.argmax(-1)
+    big = neuron_logprob_gain(tiny_model, spec, trace, 1, y, amplification=30.0, chunk_elements=1 << 30)
+    small = neuron_logprob_gain(tiny_model, spec, trace, 1, y, amplification=30.0, chunk_elements=1)
+    torch.testing.assert_close(big, small, rtol=1e-5, atol=1e-6)
+    assert big.shape == (len(TEXTS), spec.d_ff(tiny_model)) and big.abs().max() > 0
+    # direct: neuron 5 of prompt 2, one vector at a time
+    j, i = 2, 5
+    head = tiny_model.get_submodule(spec.lm_head)
+    f = frozen_final_norm(tiny_model.get_submodule(spec.final_norm), trace.final[j : j + 1])
+    w = spec.out_weight(tiny_model, 1)[:, i]
+
+    def logp(v):
+        logits = f(v[None]) @ head.weight.T + (head.bias if getattr(head, "bias", None) is not None else 0)
+        return torch.log_softmax(logits[0], -1)[y[j]]
+
+    h = trace.residual[1][j]
+    expected = logp(h + 30.0 * trace.activations[1][j, i] * w) - logp(h)
+    torch.testing.assert_close(big[j, i], expected, rtol=1e-4, atol=1e-5)
+    zero = neuron_logprob_gain(tiny_model, spec, trace, 1, y, amplification=0.0)
+    assert zero.abs().max() == 0
+
+
+def test_entropy_mask_union_and_ratios():
+    g = torch.Generator().manual_seed(0)
+    scores = torch.randn(6, 200, generator=g) * 0.01
+    scores[:, 7] += 1.0  # knowledge-general: high in every prompt
+    scores[3, 150] = 5.0  # knowledge-specific: one burst
+    mask, info = entropy_guided_mask(scores)
+    assert mask[7] and mask[150]
+    assert 0.3 <= info["rho_general"] <= 0.4 and 0.3 <= info["rho_specific"] <= 0.4
+    assert info["n_specific"] == pytest.approx(info["rho_specific"] * 200, abs=1)
+    assert info["n_selected"] == int(mask.sum()) <= info["n_general"] + info["n_specific"]
+    assert int(mask.sum()) < 200
+    # ratios follow bias + scale · H^exponent
+    _, hi = entropy_guided_mask(scores, general_bias=0.0, general_scale=1.0, general_exponent=1.0)
+    assert hi["rho_general"] == pytest.approx(hi["entropy_general"])
+    # peakier scores (higher temperature) give a lower general entropy
+    _, sharp = entropy_guided_mask(scores, temperature=300.0)
+    assert sharp["entropy_general"] < info["entropy_general"]
+    # no positive peak: the specific ratio falls back to its bias
+    _, neg = entropy_guided_mask(-scores.abs() - 1.0)
+    assert neg["rho_specific"] == 0.3
+
+
+def test_config_checks_and_registry():
+    with pytest.raises(ValueError, match="attribution_token"):
+        NMKEConfig(attribution_token="gold")
+    assert get_method("nmke") == (NMKEConfig, NMKEEditor)
+    assert issubclass(NMKEEditor, AlphaEditEditor)
+
+
+def test_hparams_files_build_the_config():
+    import yaml
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2] / "config" / "hparams" / "nmke"
+    assert sorted(p.stem for p in root.glob("*.yaml")) == ["gpt-j-6b", "gpt2-xl", "llama3-8b", "testbed"]
+    for p in root.glob("*.yaml"):
+        build_config(NMKEConfig, yaml.safe_load(p.read_text()), str(p))
+
+
+# --- tiny random models --------------------------------------------------------------------------------
+@pytest.mark.parametrize("restricted", [False, True])
+def test_edits_one_batch_only_masked_neuron_columns(tiny_model, tiny_tokenizer, restricted):
+    spec = spec_for(tiny_model)
+    stats = collect_second_moments(tiny_model, tiny_tokenizer, spec, TINY_TEXTS, TINY_LAYERS, progress=False)
+    w0 = {n: p.detach().clone() for n, p in tiny_model.named_parameters()}
+    w0_out = {l: spec.out_weight(tiny_model, l).detach().clone() for l in TINY_LAYERS}  # (d, d_ff)
+    cfg = NMKEConfig(**TINY_FAST, restricted_solve=restricted)
+    editor = NMKEEditor(cfg, tiny_model, tiny_tokenizer, spec, stats, seed=0)
+    info = editor.edit_batch(TINY_REQUESTS, 0)
+    changed = {n for n, p in tiny_model.named_parameters() if not torch.equal(p, w0[n])}
+    assert changed == {spec.out_weight_name(l) for l in TINY_LAYERS}
+    for l in TINY_LAYERS:
+        mask = editor.last_masks[l]
+        assert 0 < int(mask.sum()) < mask.numel()  # a proper subset, so the check can fail
+        assert info["mask"][l]["n_selected"] == int(mask.sum())
+        w = spec.out_weight(tiny_model, l).detach()
+        assert torch.equal(w[:, ~mask], w0_out[l][:, ~mask])  # untouched bit for bit
+        assert (w[:, mask] != w0_out[l][:, mask]).any()
+        assert editor.prev_keys[l].abs().sum() > 0
+    assert "projector" in editor.state_dict()
+
+
+# --- toy testbed: one batch of 8 facts flips -------------------------------------------------------------
+def _testbed_config():
+    import yaml
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[2] / "config" / "hparams" / "nmke" / "testbed.yaml"
+    return build_config(NMKEConfig, yaml.safe_load(path.read_text()), str(path))
+
+
+@pytest.fixture(scope="module")
+def edited(toy_testbed, toy_world):
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # module fixtures run before the autouse single-thread fixture
+    try:
+        yield _edit_toy_batch(toy_testbed, toy_world)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _edit_toy_batch(toy_testbed, toy_world):
+    model, tok = load_model(str(toy_testbed))
+    spec = spec_for(model)
+    records = load_records(toy_world / "counterfact.json", "counterfact")
+    lines = (toy_world / "corpus.txt").read_text().splitlines()
+    cfg = _testbed_config()
+    stats = collect_second_moments(model, tok, spec, lines, cfg.layers, progress=False)
+    # Records 0-7 of the (1-thread) toy testbed are z-limited: with z injected at layer 2 the
+    # unedited model flips only 3 of them and MEMIT 4; the next batch is editable.
+    edit, held = records[8:16], records[16:24]
+    before_edit = evaluate_counterfact(model, tok, edit)["summary"]
+    before_held = evaluate_counterfact(model, tok, held)["summary"]
+    w0 = {n: p.detach().clone() for n, p in model.named_parameters()}
+    editor = NMKEEditor(cfg, model, tok, spec, stats, seed=0)
+    editor.edit_batch([r.request for r in edit], 0)
+    return dict(model=model, tok=tok, spec=spec, cfg=cfg, edit=edit, held=held, w0=w0,
+                before_edit=before_edit, before_held=before_held,
+                editor=editor)
+
+
+def test_toy_batch_flips(edited):
+    assert edited["before_edit"]["efficacy"] <= 10.0  # the testbed knew them
+    after = evaluate_counterfact(edited["model"], edited["tok"], edited["edit"])["summary"]
+    # measured: efficacy 75, generalization 68.8, specificity 80, one held-out fact flips
+    # (records 0-7: 50 / 31.2 / 82.5)
+    assert after["efficacy"] >= 75.0
+
+
+def test_toy_held_out_facts_do_not_flip(edited):
+    after = evaluate_counterfact(edited["model"], edited["tok"], edited["held"])["summary"]
+    assert after["efficacy"] <= edited["before_held"]["efficacy"] + 12.5
+
+
+def test_toy_only_masked_columns_of_the_edited_layers_change(edited):
+    spec, model = edited["spec"], edited["model"]
+    changed = {n for n, p in model.named_parameters() if not torch.equal(p, edited["w0"][n])}
+    assert changed == {spec.out_weight_name(l) for l in edited["cfg"].layers}
+    for l in edited["cfg"].layers:
+        w0 = edited["w0"][spec.out_weight_name(l)]
+        w0 = w0.T if spec.out_transposed else w0  # (d, d_ff)
+        mask = edited["editor"].last_masks[l]
+        assert torch.equal(spec.out_weight(model, l)[:, ~mask], w0[:, ~mask])

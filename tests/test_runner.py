@@ -50,7 +50,7 @@ CFG = RunConfig(n_edits=10, batch_size=2, eval_every=2, curve_max_records=4)
 def run(tiny_gpt2, out, **kw):
     editor = NoisyEditor(tiny_gpt2, spec_for(tiny_gpt2))
     return run_sequential(tiny_gpt2, None, RECORDS, editor, CFG, {}, out, {"x": 1}, seed=3, progress=False,
-                          evaluate=fake_evaluate, **kw), editor
+                          evaluate=fake_evaluate, hidden_probe=False, **kw), editor
 
 
 def test_resume_after_kill_matches_uninterrupted_run(tmp_path, tiny_tokenizer):
@@ -96,4 +96,42 @@ def test_refuses_more_edits_than_records_and_oversized_batches(tmp_path, tiny_gp
     editor = NoisyEditor(tiny_gpt2, spec_for(tiny_gpt2))
     with pytest.raises(ValueError, match="exceeds the 10 records"):
         run_sequential(tiny_gpt2, None, RECORDS, editor, RunConfig(n_edits=20, batch_size=2), {}, tmp_path, {},
-                       evaluate=fake_evaluate, progress=False)
+                       evaluate=fake_evaluate, progress=False, hidden_probe=False)
+
+
+def test_resumed_run_keeps_hidden_states_rounds_and_memory(tmp_path, tiny_tokenizer):
+    import numpy as np
+
+    from conftest import make_tiny_model
+
+    def go(out, **kw):
+        model = make_tiny_model("gpt2", len(tiny_tokenizer))
+        editor = NoisyEditor(model, spec_for(model))
+        return run_sequential(model, tiny_tokenizer, RECORDS, editor, CFG, {}, out, {"x": 1}, seed=3,
+                              progress=False, evaluate=fake_evaluate, **kw)
+
+    go(tmp_path / "a")
+    go(tmp_path / "b", stop_after_rounds=2)
+    go(tmp_path / "b")
+    a, b = np.load(tmp_path / "a" / "hidden.npz"), np.load(tmp_path / "b" / "hidden.npz")
+    assert a["before_rewrite"].shape == (CFG.curve_max_records, 32) and list(a["case_id"]) == [0, 1, 2, 3]
+    for key in ("before_rewrite", "after_rewrite", "before_neighborhood", "after_neighborhood"):
+        np.testing.assert_array_equal(a[key], b[key])  # the "before" states survive the resume
+    assert np.abs(a["after_rewrite"] - a["before_rewrite"]).max() > 1e-4  # the edits moved them
+    curve = json.loads((tmp_path / "b" / "curve.json").read_text())
+    assert [r["round"] for r in curve["rounds"]] == [0, 1, 2, 3, 4]
+    timing = json.loads((tmp_path / "b" / "timing.json").read_text())
+    assert timing["peak_rss_mb"] > 50 and len(timing["rounds"]) == 5
+
+
+def test_edit_stream_is_seeded_and_covers_distinct_records():
+    from seqedit.data.stream import edit_stream, union_of_streams
+
+    items = list(range(50))
+    s0, s0_again, s1 = edit_stream(items, 20, 0), edit_stream(items, 20, 0), edit_stream(items, 20, 1)
+    assert s0 == s0_again and s0 != s1 and len(set(s0)) == 20
+    assert edit_stream(items, 20, 5, shuffle=False) == items[:20]
+    union = union_of_streams(items, 20, [0, 1])
+    assert union == sorted(set(s0) | set(s1))
+    with pytest.raises(ValueError, match="exceeds the 50 records"):
+        edit_stream(items, 51, 0)

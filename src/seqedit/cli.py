@@ -13,6 +13,7 @@ process with one line on stderr and exit status 1 (2 for usage errors).
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from pathlib import Path
@@ -55,6 +56,7 @@ def _records(cfg: dict, path: str, kind: str, n: int | None = None):
 
 
 def cmd_check_knowledge(args) -> None:
+    from seqedit.data.stream import union_of_streams
     from seqedit.knowledge import check_knowledge
     from seqedit.runner import RunConfig
 
@@ -65,7 +67,9 @@ def cmd_check_knowledge(args) -> None:
     records = _records(cfg, args.records, args.kind)
     if run.n_edits > len(records):
         raise ValueError(f"run.n_edits ({run.n_edits}) exceeds the {len(records)} records in {args.records}")
-    result = check_knowledge(model, tok, records[: run.n_edits], kc, batch_size=section(cfg, "evaluation").get("batch_size", 64))
+    # every record some run will edit: the union of the seeds' streams
+    records = union_of_streams(records, run.n_edits, cfg.get("seeds", [0]), run.shuffle)
+    result = check_knowledge(model, tok, records, kc, batch_size=section(cfg, "evaluation").get("batch_size", 64))
     print(result["message"])
     write_json(args.out, result)
     if not result["passed"]:
@@ -92,6 +96,7 @@ def cmd_stats(args) -> None:
 
 def cmd_edit(args) -> None:
     from seqedit.core.stats import LayerStats
+    from seqedit.data.stream import edit_stream
     from seqedit.models.arch import spec_for
     from seqedit.registry import build_config, get_method
     from seqedit.repro import seed_everything
@@ -108,6 +113,7 @@ def cmd_edit(args) -> None:
     records = _records(cfg, args.records, args.kind)
     if run.n_edits > len(records):
         raise ValueError(f"run.n_edits ({run.n_edits}) exceeds the {len(records)} records in {args.records}")
+    records = edit_stream(records, run.n_edits, seed, run.shuffle)
     seed_everything(seed)
     model, tok = _load(cfg, args.model)
     stats = LayerStats.load(args.stats) if args.stats else None
@@ -117,6 +123,25 @@ def cmd_edit(args) -> None:
     f = metrics["final"]
     print(f"{method['name']} after {metrics['n_edits']} edits: efficacy {f['efficacy']:.1f}, "
           f"generalization {f['generalization']:.1f}, specificity {f['specificity']:.1f}")
+
+
+def cmd_collect(args) -> None:
+    from seqedit.analysis.collect import write_study
+
+    study = write_study(args.runs, args.out)
+    print(f"collected {len(study['runs'])} runs into {args.out}")
+
+
+def cmd_report(args) -> None:
+    from seqedit.report import render_report
+    from seqedit.report.build import build_spec
+
+    study = json.loads(Path(args.study).read_text())
+    check = json.loads(Path(args.knowledge_check).read_text()) if args.knowledge_check else None
+    spec = build_spec(study, args.figures, args.captions, check)
+    spec.pop("claims")
+    render_report(spec, args.html, args.pdf)
+    print(f"report written to {args.html} and {args.pdf}")
 
 
 def parser() -> argparse.ArgumentParser:
@@ -138,6 +163,18 @@ def parser() -> argparse.ArgumentParser:
     add("check-knowledge", cmd_check_knowledge, "model", "records", "kind", "out")
     add("stats", cmd_stats, "model", "corpus", "out")
     add("edit", cmd_edit, "model", "stats", "records", "kind", "out-dir")
+    s = sub.add_parser("collect", help="collect run folders into one study file")
+    s.add_argument("--runs", nargs="+", required=True)
+    s.add_argument("--out", required=True)
+    s.set_defaults(fn=cmd_collect, threads=None)
+    s = sub.add_parser("report", help="render the study report (HTML and PDF)")
+    s.add_argument("--study", required=True)
+    s.add_argument("--figures", nargs="+", required=True)
+    s.add_argument("--captions", nargs="*", default=[])
+    s.add_argument("--knowledge-check", default=None)
+    s.add_argument("--html", required=True)
+    s.add_argument("--pdf", required=True)
+    s.set_defaults(fn=cmd_report, threads=None)
     return p
 
 

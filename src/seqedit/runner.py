@@ -9,13 +9,18 @@ stopped and a half-written checkpoint is never read. The checkpoint is removed w
 run completes.
 
 Outputs in `out_dir`: metrics.json (deterministic: config, hash, git commit, versions,
-final metrics), curve.json (points and weight drift per round), timing.json (seconds).
+final metrics), curve.json (points, weight drift and the editor's info per round),
+per_record.json, hidden.npz (final-layer hidden states of the first evaluated records
+before and after the run) and timing.json (seconds per round, peak memory).
 """
 
 from __future__ import annotations
 
+import math
 import os
 import random
+import resource
+import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -37,6 +42,7 @@ class RunConfig:
     eval_every: int = 2  # batches between curve points
     curve_max_records: int = 100
     checkpoint_every: int = 1
+    shuffle: bool = True  # edit a seeded sample of the records (data.stream); False = the first n_edits
 
     def __post_init__(self):
         for name in ("n_edits", "batch_size", "eval_every", "curve_max_records", "checkpoint_every"):
@@ -63,6 +69,33 @@ def _save_checkpoint(path: Path, payload: dict) -> None:
     os.replace(tmp, path)  # atomic: a kill leaves either the old or the new file, never half of one
 
 
+def _jsonable(value, depth: int = 0):
+    """The JSON-representable part of an editor's info dict (tensors and masks dropped)."""
+    if isinstance(value, bool) or value is None or isinstance(value, str):
+        return value
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if depth > 4:
+        return None
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v, depth + 1) for k, v in value.items() if not torch.is_tensor(v)}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v, depth + 1) for v in value if not torch.is_tensor(v)]
+    if isinstance(value, (np.integer, np.floating)):
+        return _jsonable(value.item(), depth)
+    return None
+
+
+def peak_memory_mb() -> dict:
+    """Peak resident memory of this process and, on CUDA, peak allocated GPU memory (MiB)."""
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux, bytes on macOS
+    rss_mb = rss / 2**20 if sys.platform == "darwin" else rss / 1024
+    gpu = torch.cuda.max_memory_allocated() / 2**20 if torch.cuda.is_available() else None
+    return {"peak_rss_mb": round(rss_mb, 1), "peak_gpu_mb": None if gpu is None else round(gpu, 1)}
+
+
 def _curve_point(n_edits: int, summary: dict) -> dict:
     return {"n_edits": n_edits, **{k: summary.get(k) for k in CURVE_METRICS}}
 
@@ -80,6 +113,7 @@ def run_sequential(
     progress: bool = True,
     evaluate=None,
     stop_after_rounds: int | None = None,
+    hidden_probe: bool = True,
 ) -> dict:
     """Run the protocol; return the metrics dict also written to metrics.json.
 
@@ -98,7 +132,7 @@ def run_sequential(
     params = {n: p for n, p in model.named_parameters() if n in set(editor.param_names())}
     w0 = {n: p.detach().clone() for n, p in params.items()}
 
-    start, curve, drift, timing = 0, [], [], []
+    start, curve, drift, timing, rounds, before = 0, [], [], [], [], None
     if ckpt.exists():
         state = torch.load(ckpt, map_location="cpu", weights_only=False)
         if state["config_hash"] == chash:
@@ -108,6 +142,7 @@ def run_sequential(
             editor.load_state_dict(state["editor"])
             _set_rng_state(state["rng"])
             start, curve, drift, timing = state["round"], state["curve"], state["drift"], state["timing"]
+            rounds, before = state.get("rounds", []), state.get("hidden_before")
             print(f"resumed from {ckpt} after round {start} of {len(batches)}")
         else:
             print(f"ignoring checkpoint {ckpt}: it belongs to config {state['config_hash']}, not {chash}")
@@ -122,8 +157,13 @@ def run_sequential(
             done = random.Random(seed * 100003 + n_done).sample(done, run_cfg.curve_max_records)
         return evaluate(model, tokenizer, done, eval_cfg)["summary"]
 
+    probe_records = records[: run_cfg.curve_max_records]
     if start == 0 and not curve:  # the unedited model, on the records to be edited
         curve.append(_curve_point(0, evaluate_prefix(0)))
+        if hidden_probe:
+            from seqedit.evaluate.hidden import hidden_states
+
+            before = hidden_states(model, tokenizer, probe_records, eval_cfg.get("batch_size", 64))
 
     bar = tqdm(range(start, len(batches)), desc=f"{editor.name} rounds", disable=not progress, initial=start,
                total=len(batches))
@@ -131,6 +171,7 @@ def run_sequential(
         t0 = time.perf_counter()
         info = editor.edit_batch([rec.request for rec in batches[r]], r)
         timing.append({"round": r, "seconds": time.perf_counter() - t0, "n_edits": len(batches[r])})
+        rounds.append({"round": r, **_jsonable({k: v for k, v in (info or {}).items() if k != "delta_norm"})})
         n_done = sum(len(b) for b in batches[: r + 1])
         drift.append({
             "round": r, "n_edits": n_done,
@@ -145,6 +186,7 @@ def run_sequential(
             _save_checkpoint(ckpt, {
                 "config_hash": chash, "round": r + 1, "params": {n: p.detach().cpu() for n, p in params.items()},
                 "editor": editor.state_dict(), "rng": _rng_state(), "curve": curve, "drift": drift, "timing": timing,
+                "rounds": rounds, "hidden_before": before,
             })
         if stop_after_rounds is not None and r + 1 >= stop_after_rounds and not last:
             return {}
@@ -155,11 +197,20 @@ def run_sequential(
         "method": editor.name, "seed": seed, "n_edits": len(records), "batch_size": run_cfg.batch_size,
         "final": final["summary"], "provenance": provenance(config), "config": config,
     }
-    write_json(out_dir / "curve.json", {"method": editor.name, "seed": seed, "points": curve, "drift": drift})
+    write_json(out_dir / "curve.json",
+               {"method": editor.name, "seed": seed, "points": curve, "drift": drift, "rounds": rounds})
     write_json(out_dir / "per_record.json", final["per_record"])
+    if hidden_probe and before is not None:
+        from seqedit.evaluate.hidden import hidden_states
+
+        after = hidden_states(model, tokenizer, probe_records, eval_cfg.get("batch_size", 64))
+        arrays = {f"{when}_{k}": v for when, d in (("before", before), ("after", after)) for k, v in d.items()}
+        tmp = out_dir / "hidden.tmp.npz"
+        np.savez(tmp, case_id=np.array([r.request.case_id for r in probe_records]), **arrays)
+        os.replace(tmp, out_dir / "hidden.npz")
     total = sum(t["seconds"] for t in timing)
     write_json(out_dir / "timing.json", {"edit_seconds": total, "seconds_per_edit": total / len(records),
-                                          "rounds": timing, "run_config": asdict(run_cfg)})
+                                          "rounds": timing, "run_config": asdict(run_cfg), **peak_memory_mb()})
     write_json(out_dir / "metrics.json", metrics)
     if ckpt.exists():
         ckpt.unlink()

@@ -1,8 +1,9 @@
 """The toy workflow (.test/config_basic) run for real, in a copy of the repository.
 
 This is the whole DAG at toy size: world, testbed training, knowledge check, statistics, the
-sequential edit runs, and the figure notebook. A second run with nothing changed must do no
-work. About two minutes on 2 cores.
+sequential edit runs of the main comparison (two methods, two seeds) and of one ablation, the
+seven figure notebooks and the report. A second run with nothing changed must do no work.
+About four minutes on 2 cores.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import pytest
 REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 PARTS = ["Snakefile", "workflow", "config", "notebooks", "profiles", "envs", ".test"]
+FIGURES = ["edit_curves", "results_table", "ablations", "drift", "hidden_shift", "neurons", "cost"]
 
 
 def snakemake(cwd: Path, *args: str, timeout: int = 1500) -> subprocess.CompletedProcess:
@@ -46,9 +48,13 @@ def test_whole_dag_leaves_metrics_curve_and_figure(toy_run):
     cfg = yaml.safe_load((toy_run / ".test/config_basic/config.yaml").read_text())
     check = json.loads((toy_run / "results/testbed/testbed/knowledge_check.json").read_text())
     assert check["passed"] and check["n_records"] == cfg["run"]["n_edits"]
-    for method in cfg["methods"]:
-        run_dir = toy_run / f"results/testbed/edit/{method}/seed~0"
+    runs = [(m, "main", s) for m in cfg["methods"] for s in cfg["seeds"]]
+    runs += [(spec["method"], f"{spec['name']}~{str(v).lower()}", s) for spec in cfg["ablations"]
+             for v in spec["values"] for s in cfg["ablation_seeds"]]
+    for method, variant, seed in runs:
+        run_dir = toy_run / f"results/testbed/edit/{method}/{variant}/seed~{seed}"
         metrics = json.loads((run_dir / "metrics.json").read_text())
+        assert metrics["config"]["variant"]["name"] == variant and metrics["seed"] == seed
         assert metrics["n_edits"] == cfg["run"]["n_edits"] and metrics["method"] == method
         assert set(metrics["provenance"]) == {"config_hash", "git", "versions"}
         assert metrics["provenance"]["versions"]["torch"].startswith("2.13.0")
@@ -58,16 +64,39 @@ def test_whole_dag_leaves_metrics_curve_and_figure(toy_run):
         n_points = cfg["run"]["n_edits"] // cfg["run"]["batch_size"] // cfg["run"]["eval_every"] + 1
         assert [p["n_edits"] for p in curve["points"]][0] == 0 and len(curve["points"]) == n_points
         assert not (run_dir / "checkpoint" / "state.pt").exists()
-    for ext in ("png", "pdf"):
-        assert (toy_run / f"figures/testbed_edit_curves.{ext}").stat().st_size > 1000
-    assert (toy_run / "results/testbed/notebooks/edit_curves.ipynb").exists()
+    for name in FIGURES:
+        for ext in ("png", "pdf"):
+            assert (toy_run / f"figures/testbed_{name}.{ext}").stat().st_size > 1000
+        assert (toy_run / f"results/testbed/notebooks/{name}.ipynb").exists()
+    study = json.loads((toy_run / "results/testbed/study/study.json").read_text())
+    assert len(study["runs"]) == len(runs)
+
+
+def test_seeds_edit_different_streams(toy_run):
+    a, b = (json.loads((toy_run / f"results/testbed/edit/memit/main/seed~{s}/per_record.json").read_text())
+            for s in (0, 1))
+    assert [r["case_id"] for r in a] != [r["case_id"] for r in b]
+
+
+def test_report_renders_every_figure_and_the_claims(toy_run):
+    from pypdf import PdfReader
+
+    html = (toy_run / "results/testbed/report/report.html").read_text()
+    assert html.count("data:image/png;base64,") == len(FIGURES)
+    assert "Claims checklist" in html and "NSE: target vectors from the original weights" in html
+    pdf = PdfReader(toy_run / "results/testbed/report/report.pdf")
+    text = " ".join(" ".join(p.extract_text() for p in pdf.pages).split())
+    for heading in ("Setup", "Results", "Ablations", "Model drift", "Hidden-state shift", "Neurons", "Cost",
+                    "Claims checklist", "Provenance"):
+        assert heading in text
+    assert "Weights rewinding prevents model failure" in text and len(pdf.pages) >= 5
 
 
 def test_memit_edits_take_effect_on_the_toy_run(toy_run):
     # The unedited testbed scores 0 on these records (the curve's first point); after 12
     # sequential edits some must hold. The single-batch flip rate is asserted in
     # tests/methods/test_memit.py.
-    curve = json.loads((toy_run / "results/testbed/edit/memit/seed~0/curve.json").read_text())
+    curve = json.loads((toy_run / "results/testbed/edit/memit/main/seed~0/curve.json").read_text())
     assert curve["points"][0]["efficacy"] <= 5.0
     assert curve["points"][-1]["efficacy"] > curve["points"][0]["efficacy"]
 

@@ -57,7 +57,7 @@ WORLD_DIR = "data/world"
 STAGE_SECTIONS = {
     "data": ["data"],
     "testbed": ["testbed"],
-    "knowledge_check": ["knowledge_check", "run", "evaluation", "model"],
+    "knowledge_check": ["knowledge_check", "run", "evaluation", "model", "seeds"],
     "stats": ["stats", "model"],
     "edit": ["run", "evaluation", "model"],
 }
@@ -66,9 +66,124 @@ STAGE_SECTIONS = {
 MODEL_STAGES = ["testbed", "knowledge_check", "stats"]
 
 
+MAIN = "main"  # the variant of the main comparison: every method with its own hyperparameters
+LABEL_RE = re.compile(r"^[A-Za-z0-9_.+-]+(=[A-Za-z0-9_.+-]+)?(,[A-Za-z0-9_.+-]+=[A-Za-z0-9_.+-]+)*$")
+
+
+def value_label(value):
+    """A sweep value as a path component: 0.8 -> 0.8, True -> true, {a: 1, b: x} -> a=1,b=x."""
+
+    def scalar(v):
+        if isinstance(v, bool):
+            return str(v).lower()
+        if isinstance(v, float) and v == float("inf"):
+            return "inf"
+        return str(v)
+
+    if isinstance(value, dict):
+        return ",".join(f"{k}={scalar(v)}" for k, v in value.items())
+    return scalar(value)
+
+
+def ablation_table():
+    """{ablation: {"methods": [...], "values": {label: overrides}, "title": str}}, validated.
+
+    `overrides` is {"hparams": {...}, "run": {...}}: the settings one value changes.
+    """
+    table = {}
+    for spec in config["ablations"]:
+        name = spec["name"]
+        if name in table:
+            raise WorkflowError(f"ablations: the name '{name}' is used twice")
+        methods = spec["method"] if isinstance(spec["method"], list) else [spec["method"]]
+        values = {}
+        for value in spec["values"]:
+            if "param" in spec:
+                if isinstance(value, (dict, list)):
+                    raise WorkflowError(
+                        f"ablations.{name}: with param '{spec['param']}' each value must be a "
+                        f"scalar, got {value!r}"
+                    )
+                settings = {spec["param"]: value}
+            elif isinstance(value, dict) and value:
+                settings = value
+            else:
+                raise WorkflowError(
+                    f"ablations.{name}: without `param`, each value must be a non-empty mapping "
+                    f"of settings, got {value!r}"
+                )
+            label = value_label(value)
+            if not LABEL_RE.match(label):
+                raise WorkflowError(
+                    f"ablations.{name}: value {value!r} gives the path label '{label}', which may "
+                    "only use letters, digits and _ . + - (and = , between settings)"
+                )
+            if label in values:
+                raise WorkflowError(f"ablations.{name}: value {value!r} is listed twice")
+            overrides = {"hparams": {}, "run": {}}
+            for key, v in settings.items():
+                if key.startswith("run."):
+                    run_key = key[len("run."):]
+                    if run_key not in config["run"]:
+                        raise WorkflowError(
+                            f"ablations.{name}: '{key}' is not a run setting "
+                            f"(known: {', '.join(sorted(config['run']))})"
+                        )
+                    overrides["run"][run_key] = v
+                else:
+                    overrides["hparams"][key] = v
+            values[label] = overrides
+        table[name] = {
+            "methods": methods,
+            "values": values,
+            "title": spec.get("title", name.replace("_", " ")),
+            "param": spec.get("param"),
+        }
+    return table
+
+
+ABLATIONS = ablation_table()
+
+
+def variant_overrides(method, variant):
+    """The settings a run variant changes; {} parts for the main comparison."""
+    if variant == MAIN:
+        return {"hparams": {}, "run": {}}
+    ablation, label = variant.split("~", 1)
+    if ablation not in ABLATIONS or label not in ABLATIONS[ablation]["values"]:
+        raise WorkflowError(f"unknown run variant '{variant}' (ablations: {', '.join(ABLATIONS)})")
+    if method not in ABLATIONS[ablation]["methods"]:
+        raise WorkflowError(f"ablation '{ablation}' does not apply to method '{method}'")
+    return ABLATIONS[ablation]["values"][label]
+
+
+def all_runs():
+    """Every edit run of the study as (method, variant, seed): the main comparison, then the ablations."""
+    runs = [(m, MAIN, s) for m in config["methods"] for s in config["seeds"]]
+    for name, ablation in ABLATIONS.items():
+        for method in ablation["methods"]:
+            for label in ablation["values"]:
+                for seed in config["ablation_seeds"]:
+                    runs.append((method, f"{name}~{label}", seed))
+    return runs
+
+
+def all_methods():
+    return sorted({method for method, _, _ in all_runs()})
+
+
+def all_seeds():
+    return sorted(set(config["seeds"]) | set(config["ablation_seeds"]))
+
+
+def run_dir(method, variant, seed, model=MODEL):
+    return f"results/{model}/edit/{method}/{variant}/seed~{seed}"
+
+
 wildcard_constraints:
     model=re.escape(MODEL),
-    method="|".join(map(re.escape, config["methods"])),
+    method="|".join(map(re.escape, all_methods())),
+    variant=r"main|[A-Za-z0-9_]+~[A-Za-z0-9_.=,+-]+",
     seed=r"\d+",
     stage="|".join(MODEL_STAGES),
 
@@ -118,7 +233,7 @@ def stats_layers():
         layers = set(config["stats"]["layers"])
     else:
         layers = set()
-        for method in config["methods"]:
+        for method in all_methods():
             layers.update(method_hparams(method).get("layers") or [])
     if not layers:
         raise WorkflowError(
@@ -139,13 +254,28 @@ def stage_config(stage, wildcards=None):
     sections = {key: config[key] for key in STAGE_SECTIONS[stage]}
     if stage == "stats":
         sections["stats"] = {**config["stats"], "layers": stats_layers()}
+    if stage == "knowledge_check":
+        sections["seeds"] = all_seeds()
     if stage == "edit":
+        overrides = variant_overrides(wildcards.method, wildcards.variant)
         sections["method"] = {
             "name": wildcards.method,
-            "hparams": method_hparams(wildcards.method),
+            "hparams": {**method_hparams(wildcards.method), **overrides["hparams"]},
         }
+        sections["run"] = {**config["run"], **overrides["run"]}
+        sections["variant"] = variant_info(wildcards.variant)
         sections["seed"] = int(wildcards.seed)
     return json.loads(json.dumps(sections, sort_keys=True))
+
+
+def variant_info(variant):
+    """What a run's metrics.json records about its place in the study."""
+    if variant == MAIN:
+        return {"name": MAIN, "ablation": None, "value": None, "param": None, "title": "main comparison"}
+    ablation, label = variant.split("~", 1)
+    spec = ABLATIONS[ablation]
+    return {"name": variant, "ablation": ablation, "value": label, "param": spec["param"],
+            "title": spec["title"]}
 
 
 def get_stage_sections(wildcards):
@@ -198,18 +328,22 @@ def knowledge_check_input():
     return []
 
 
-def get_curves(wildcards):
-    return expand(
-        "results/{model}/edit/{method}/seed~{seed}/curve.json",
-        model=wildcards.model,
-        method=config["methods"],
-        seed=config["seeds"],
-    )
+RUN_FILES = ["metrics.json", "curve.json", "timing.json", "hidden.npz"]
 
 
-def joined_curves(wildcards, input):
-    """The notebook's `curves` parameter: the curve files, comma-separated."""
-    return ",".join(input.curves)
+def get_run_files(wildcards):
+    """Every run's result files, for the collection step."""
+    return [f"{run_dir(m, v, s, wildcards.model)}/{f}" for m, v, s in all_runs() for f in RUN_FILES]
+
+
+def get_run_dirs(wildcards, input):
+    """The run folders in study order (main comparison, then ablations), for `seqedit collect`."""
+    return " ".join(dict.fromkeys(os.path.dirname(p) for p in input.runs))
+
+
+def knowledge_check_arg(wildcards, input):
+    """`--knowledge-check FILE` for the report when the testbed was checked, else nothing."""
+    return f"--knowledge-check {input.knowledge_check}" if input.knowledge_check else ""
 
 
 def model_arg(wildcards, input):
@@ -227,16 +361,26 @@ def figure_dir(wildcards, output):
     return os.path.dirname(output.png)
 
 
+# Figure notebooks (notebooks/<name>.ipynb): each writes figures/<model>_<name>.{png,pdf}.
+FIGURES = {
+    "edit_curves": "Edit curves",
+    "results_table": "Final results",
+    "ablations": "Ablations",
+    "drift": "Model drift",
+    "hidden_shift": "Hidden-state shift",
+    "neurons": "Neurons",
+    "cost": "Cost",
+}
+
+
+def caption_files():
+    """Caption of each figure (workflow/report/<figure>.rst), shared by both reports."""
+    return [os.path.join(workflow.basedir, "workflow", "report", f"{f}.rst") for f in FIGURES]
+
+
 def get_final_output():
-    final = expand(
-        "results/{model}/edit/{method}/seed~{seed}/{file}",
-        model=MODEL,
-        method=config["methods"],
-        seed=config["seeds"],
-        file=["metrics.json", "curve.json"],
-    )
+    final = [f"{run_dir(m, v, s)}/metrics.json" for m, v, s in all_runs()]
     final += knowledge_check_input()
-    final += expand(
-        "figures/{model}_edit_curves.{ext}", model=MODEL, ext=["png", "pdf"]
-    )
+    final += expand("figures/{model}_{figure}.{ext}", model=MODEL, figure=FIGURES, ext=["png", "pdf"])
+    final += expand("results/{model}/report/report.{ext}", model=MODEL, ext=["html", "pdf"])
     return final

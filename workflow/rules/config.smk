@@ -19,16 +19,16 @@ rule config_stage:
         "../scripts/write_json.py"
 
 
-# Sections of one edit run, with the method's merged hyperparameters and the seed.
+# Sections of one edit run: the method's merged hyperparameters, the variant's overrides, the seed.
 use rule config_stage as config_edit with:
     output:
-        "results/{model}/config/edit/{method}/seed~{seed}.json",
+        "results/{model}/config/edit/{method}/{variant}/seed~{seed}.json",
     params:
         sections=get_edit_sections,
     log:
-        "logs/config_edit/{model}/{method}/seed~{seed}.log",
+        "logs/config_edit/{model}/{method}/{variant}/seed~{seed}.log",
     benchmark:
-        "benchmarks/config_edit/{model}/{method}/seed~{seed}.tsv"
+        "benchmarks/config_edit/{model}/{method}/{variant}/seed~{seed}.tsv"
 
 
 # Sections of the world generator; model-independent, so it lives beside the world.

@@ -1,23 +1,26 @@
-# One sequential editing run: a method, a seed, all batches, the curve along the way.
+# One sequential editing run: a method, a variant (main or an ablation value), a seed, all
+# batches, the curve along the way.
 # The run manages {out_dir}/checkpoint/ itself, so a failed or interrupted run resumes.
 rule edit_run:
     input:
-        config="results/{model}/config/edit/{method}/seed~{seed}.json",
+        config="results/{model}/config/edit/{method}/{variant}/seed~{seed}.json",
         model=model_input(),
         stats=rules.stats_collect.output.stats,
         records=records_path(),
         knowledge_check=knowledge_check_input(),
     output:
-        metrics="results/{model}/edit/{method}/seed~{seed}/metrics.json",
-        curve="results/{model}/edit/{method}/seed~{seed}/curve.json",
+        metrics="results/{model}/edit/{method}/{variant}/seed~{seed}/metrics.json",
+        curve="results/{model}/edit/{method}/{variant}/seed~{seed}/curve.json",
+        timing="results/{model}/edit/{method}/{variant}/seed~{seed}/timing.json",
+        hidden="results/{model}/edit/{method}/{variant}/seed~{seed}/hidden.npz",
     params:
         model=model_arg,
         kind=records_kind(),
         out_dir=output_dir,
     log:
-        "logs/edit_run/{model}/{method}/seed~{seed}.log",
+        "logs/edit_run/{model}/{method}/{variant}/seed~{seed}.log",
     benchmark:
-        "benchmarks/edit_run/{model}/{method}/seed~{seed}.tsv"
+        "benchmarks/edit_run/{model}/{method}/{variant}/seed~{seed}.tsv"
     threads: 1
     resources:
         mem_mb=16000,

@@ -274,5 +274,6 @@ def entropy_guided_mask(
     info = {
         "rho_general": rho_ge, "rho_specific": rho_sp, "entropy_general": h_ge, "entropy_specific": h_sp,
         "n_general": int(general.sum()), "n_specific": int(specific.sum()), "n_selected": int(mask.sum()),
+        "n_overlap": int((general & specific).sum()),
     }
     return mask.to(scores.device), info

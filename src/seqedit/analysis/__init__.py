@@ -1,0 +1,1 @@
+"""From run folders to the study's numbers: collection, intervals over seeds, claims."""

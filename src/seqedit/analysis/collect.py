@@ -1,0 +1,80 @@
+"""Collect every run folder of a study into one JSON file the figure notebooks read.
+
+A run folder holds metrics.json (config with method, variant and seed; final metrics;
+provenance), curve.json (points, drift, per-round info), timing.json and hidden.npz. The
+collected file keeps, per run, what the figures and the report need, in the order given
+(the workflow passes the main comparison first, then the ablations in config order).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from seqedit.repro import write_json
+
+MAIN = "main"
+
+
+def _read(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{path} is missing: the run in {path.parent} did not complete") from None
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path} is not valid JSON ({e})") from None
+
+
+def load_run(run_dir: str | Path) -> dict:
+    """One run's record in the study file."""
+    d = Path(run_dir)
+    metrics, curve, timing = _read(d / "metrics.json"), _read(d / "curve.json"), _read(d / "timing.json")
+    cfg = metrics["config"]
+    variant = cfg.get("variant") or {"name": MAIN, "ablation": None, "value": None, "param": None, "title": None}
+    return {
+        "dir": str(d),
+        "method": metrics["method"],
+        "seed": metrics["seed"],
+        "variant": variant["name"],
+        "ablation": variant.get("ablation"),
+        "value": variant.get("value"),
+        "param": variant.get("param"),
+        "ablation_title": variant.get("title"),
+        "n_edits": metrics["n_edits"],
+        "batch_size": metrics["batch_size"],
+        "final": metrics["final"],
+        "hparams": cfg.get("method", {}).get("hparams", {}),
+        "points": curve["points"],
+        "drift": curve.get("drift", []),
+        "rounds": curve.get("rounds", []),
+        "timing": {k: timing.get(k) for k in ("edit_seconds", "seconds_per_edit", "peak_rss_mb", "peak_gpu_mb")},
+        "hidden": str(d / "hidden.npz") if (d / "hidden.npz").exists() else None,
+        "provenance": metrics["provenance"],
+    }
+
+
+def collect(run_dirs: list[str | Path]) -> dict:
+    """{"runs": [...], "setup": {...}, "provenance": {...}} for the given run folders."""
+    if not run_dirs:
+        raise ValueError("collect: no run folders given")
+    runs = [load_run(d) for d in run_dirs]
+    first = json.loads((Path(run_dirs[0]) / "metrics.json").read_text())
+    cfg = first["config"]
+    main = [r for r in runs if r["variant"] == MAIN] or runs
+    setup = {
+        "model": cfg.get("model", {}),
+        "run": cfg.get("run", {}),
+        "evaluation": cfg.get("evaluation", {}),
+        "methods": list(dict.fromkeys(r["method"] for r in main)),
+        "seeds": sorted({r["seed"] for r in main}),
+        "hparams": {r["method"]: r["hparams"] for r in main},
+        "ablations": list(dict.fromkeys(r["ablation"] for r in runs if r["ablation"])),
+    }
+    commits = sorted({r["provenance"].get("git", {}).get("commit") or "unknown" for r in runs})
+    return {"setup": setup, "runs": runs, "provenance": {**first["provenance"], "commits": commits}}
+
+
+def write_study(run_dirs: list[str | Path], out: str | Path) -> dict:
+    study = collect(run_dirs)
+    write_json(out, study)
+    return study

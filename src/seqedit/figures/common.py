@@ -1,0 +1,80 @@
+"""What every figure shares: reading the study file, method order and colours, saving."""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+MAIN = "main"
+# baselines first, then the three methods under study
+METHOD_ORDER = ["ft_l", "kn", "rome", "memit", "alphaedit", "kne", "nse", "nmke"]
+METHOD_LABEL = {"ft_l": "FT-L", "kn": "KN", "rome": "ROME", "memit": "MEMIT", "alphaedit": "AlphaEdit",
+                "kne": "KNE (recon.)", "nse": "NSE", "nmke": "NMKE"}
+METRICS = ["efficacy", "generalization", "specificity", "fluency"]
+METRIC_LABEL = {"efficacy": "Efficacy", "generalization": "Generalization", "specificity": "Specificity",
+                "fluency": "Fluency", "score": "Score", "consistency": "Consistency"}
+
+
+def load_study(path: str | Path) -> dict:
+    return json.loads(Path(path).read_text())
+
+
+def label(method: str) -> str:
+    return METHOD_LABEL.get(method, method)
+
+
+def color(method: str):
+    palette = plt.get_cmap("tab10").colors
+    i = METHOD_ORDER.index(method) if method in METHOD_ORDER else len(METHOD_ORDER) + hash(method) % 2
+    return palette[i % len(palette)]
+
+
+def ordered(methods) -> list[str]:
+    methods = list(dict.fromkeys(methods))
+    return sorted(methods, key=lambda m: (METHOD_ORDER.index(m) if m in METHOD_ORDER else 99, m))
+
+
+def main_runs(study: dict) -> dict[str, list[dict]]:
+    """{method: [runs of the main comparison, by seed]} in method order."""
+    groups = defaultdict(list)
+    for run in study["runs"]:
+        if run["variant"] == MAIN:
+            groups[run["method"]].append(run)
+    return {m: sorted(groups[m], key=lambda r: r["seed"]) for m in ordered(groups)}
+
+
+def ablation_runs(study: dict) -> dict[str, dict]:
+    """{ablation: {"title", "param", "values": [labels in config order], "runs": [...]}}."""
+    out: dict[str, dict] = {}
+    for run in study["runs"]:
+        name = run.get("ablation")
+        if not name:
+            continue
+        entry = out.setdefault(name, {"title": run.get("ablation_title") or name, "param": run.get("param"),
+                                      "values": [], "runs": []})
+        if run["value"] not in entry["values"]:
+            entry["values"].append(run["value"])
+        entry["runs"].append(run)
+    return out
+
+
+def save(fig, out_dir: str | Path, model: str, name: str) -> list[Path]:
+    """Write figures/<model>_<name>.png and .pdf (no timestamps, so reruns give the same bytes)."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = [out_dir / f"{model}_{name}.png", out_dir / f"{model}_{name}.pdf"]
+    fig.savefig(paths[0], dpi=150, bbox_inches="tight", metadata={"Software": None})
+    fig.savefig(paths[1], bbox_inches="tight", metadata={"CreationDate": None, "Creator": None, "Producer": None})
+    plt.close(fig)
+    return paths
+
+
+def empty_panel(ax, text: str) -> None:
+    ax.text(0.5, 0.5, text, ha="center", va="center", wrap=True, fontsize=10, transform=ax.transAxes)
+    ax.set_axis_off()

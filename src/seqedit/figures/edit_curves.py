@@ -1,0 +1,46 @@
+"""Figure 1: efficacy, generalization, specificity and fluency against the number of edits."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+
+import matplotlib.pyplot as plt
+
+from seqedit.analysis.ci import mean_ci
+from seqedit.figures.common import METRIC_LABEL, METRICS, color, label, main_runs, save
+
+
+def curve_stats(runs: list[dict], metric: str) -> tuple[list[int], list[float], list[float]]:
+    """x (edits), mean and 95% half-width over seeds at each evaluated point (0 for one seed)."""
+    by_x = defaultdict(list)
+    for run in runs:
+        for p in run["points"]:
+            if p.get(metric) is not None:
+                by_x[p["n_edits"]].append(p[metric])
+    xs = sorted(by_x)
+    stats = [mean_ci(by_x[x]) for x in xs]
+    return xs, [m for m, _, _ in stats], [h or 0.0 for _, h, _ in stats]
+
+
+def plot(study: dict, out_dir, model: str):
+    groups = main_runs(study)
+    metrics = [m for m in METRICS if any(p.get(m) is not None for rs in groups.values() for r in rs for p in r["points"])]
+    fig, axes = plt.subplots(1, len(metrics), figsize=(4.2 * len(metrics), 3.6), squeeze=False)
+    for ax, metric in zip(axes[0], metrics):
+        for method, runs in groups.items():
+            xs, mean, half = curve_stats(runs, metric)
+            if not xs:
+                continue
+            ax.plot(xs, mean, marker="o", ms=3, color=color(method), label=label(method))
+            ax.fill_between(xs, [m - h for m, h in zip(mean, half)], [m + h for m, h in zip(mean, half)],
+                            color=color(method), alpha=0.18, linewidth=0)
+        ax.set_xlabel("number of edits")
+        ax.set_title(METRIC_LABEL[metric])
+        if metric != "fluency":
+            ax.set_ylim(-3, 103)
+        ax.grid(alpha=0.3)
+    n_seeds = len(study["setup"]["seeds"])
+    axes[0][0].set_ylabel(f"% (mean, 95% CI over {n_seeds} seed{'s' if n_seeds > 1 else ''})")
+    axes[0][-1].legend(fontsize=8, loc="best")
+    fig.tight_layout()
+    return save(fig, out_dir, model, "edit_curves")

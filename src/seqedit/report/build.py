@@ -1,0 +1,133 @@
+"""The report's content: the study file, figures, captions and claims turned into a render spec.
+
+`build_spec` returns the dict `render_report` renders to HTML and PDF: setup, methods (one
+line each, KNE marked as a reconstruction), every figure with its caption, the results,
+ablation, hidden-shift and cost tables, the claims checklist, and provenance.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+from seqedit.analysis.claims import checklist
+from seqedit.figures import ablations, cost, hidden_shift, results_table
+from seqedit.figures.common import label, main_runs
+
+METHOD_LINES = {
+    "ft_l": "FT-L: fine-tunes one FFN output matrix on the new fact, each entry kept within an L∞ ball around its original value.",
+    "kn": "KN: finds knowledge neurons by integrated gradients and rewrites their value vectors toward the new object.",
+    "rome": "ROME: rank-one update of one FFN output matrix per request, applied to every request of a batch in turn.",
+    "memit": "MEMIT (sequential): target vectors at the last edited layer spread over several layers by closed-form ridge solves, previous batches' keys kept in the solve.",
+    "alphaedit": "AlphaEdit: MEMIT's update projected onto the null space of the preserved keys' second moment, previous edits' keys inside the solve.",
+    "kne": "KNE (a reconstruction: no public code exists): per-token gradient×weight attribution, a per-layer top-p ensemble of weight entries, updated by masked joint backpropagation.",
+    "nse": "NSE: target vectors from the original weights (weights rewinding), neurons selected per layer by summed activation, a neuron-restricted update, iterated over layers while the residual stays in a band.",
+    "nmke": "NMKE: neuron log-probability-gain attribution, knowledge-general and knowledge-specific sets sized by entropy, their union masking AlphaEdit's update.",
+}
+FIGURE_ORDER = ["edit_curves", "results_table", "ablations", "drift", "hidden_shift", "neurons", "cost"]
+SECTION_OF = {"edit_curves": "Results", "results_table": "Results", "ablations": "Ablations", "drift": "Model drift",
+              "hidden_shift": "Hidden-state shift", "neurons": "Neurons", "cost": "Cost"}
+
+
+def read_caption(path: Path) -> str:
+    """A caption file's text on one line, reStructuredText literals made plain."""
+    text = " ".join(path.read_text().split())
+    return re.sub(r"``([^`]*)``", r"\1", text)
+
+
+def _figure_name(path: Path, model: str) -> str:
+    stem = path.stem
+    return stem[len(model) + 1:] if stem.startswith(model + "_") else stem
+
+
+def _hparam_summary(hp: dict) -> str:
+    keep = {k: v for k, v in hp.items() if not isinstance(v, (dict, list)) or k == "layers"}
+    return ", ".join(f"{k}={v}" for k, v in keep.items())
+
+
+def build_spec(study: dict, figures: list[str | Path], captions: list[str | Path] | None = None,
+               knowledge_check: dict | None = None) -> dict:
+    setup = study["setup"]
+    model = setup["model"].get("name", "model")
+    run = setup["run"]
+    figures = [Path(f) for f in figures]
+    by_name = {_figure_name(f, model): f for f in figures}
+    caption_text = {Path(c).stem: read_caption(Path(c)) for c in captions or []}
+    missing = [n for n in FIGURE_ORDER if n not in by_name]
+    if missing:
+        raise ValueError(f"the report needs every figure; missing {missing} among {[str(f) for f in figures]}")
+
+    def figure(name):
+        return {"type": "figure", "path": str(by_name[name]), "caption": caption_text.get(name, name.replace("_", " "))}
+
+    def table(t, caption, note=None):
+        block = {"type": "table", "caption": caption, "columns": t["columns"], "rows": t["rows"]}
+        if note:
+            block["note"] = note
+        return block
+
+    groups = main_runs(study)
+    n_runs = len(study["runs"])
+    setup_par = (
+        f"Model: {model} ({'the testbed GPT-2 trained by the workflow' if not setup['model'].get('path') else setup['model']['path']}), "
+        f"dtype {setup['model'].get('dtype', 'float32')} on {setup['model'].get('device', 'cpu')}. "
+        f"Each run applies {run.get('n_edits')} edits in batches of {run.get('batch_size')} to one model without "
+        f"restoring it, evaluating the records edited so far every {run.get('eval_every')} batches "
+        f"(at most {run.get('curve_max_records')} records per point) and all of them at the end. "
+        f"Main comparison: {len(groups)} methods × seeds {', '.join(map(str, setup['seeds']))}; "
+        f"{'each seed edits its own seeded sample of the records' if run.get('shuffle', True) else 'every seed edits the first records of the file'}. "
+        f"{n_runs} runs in all, ablations included."
+    )
+    setup_blocks = [{"type": "paragraph", "text": setup_par}]
+    if knowledge_check:
+        k = knowledge_check
+        setup_blocks.append({"type": "paragraph", "text": (
+            f"Knowledge check of the unedited model on the {k.get('n_records')} records the runs edit: "
+            + ", ".join(f"{name} {100 * v:.1f}% (need {100 * k['thresholds'][name]:.0f}%)" for name, v in k["known"].items())
+            + f" — {'passed' if k.get('passed') else 'FAILED'}.")})
+    setup_blocks.append({"type": "table", "caption": "Hyperparameters of the main comparison (the method's file for this model, overrides merged)",
+                         "columns": ["Method", "Settings"],
+                         "rows": [[label(m), _hparam_summary(setup["hparams"].get(m, {}))] for m in groups]})
+
+    rt = results_table.table(study)
+    hs = hidden_shift.shifts(study)
+    hs_table = {"columns": ["Method", "Edited prompts", "Neighbourhood prompts"],
+                "rows": [[label(m), f"{v['rewrite']:.3f}", f"{v['neighborhood']:.3f}"] for m, v in hs.items()]}
+    claims = checklist(study)
+    prov = study["provenance"]
+    sections = [
+        {"heading": "Setup", "blocks": setup_blocks},
+        {"heading": "Methods", "blocks": [{"type": "bullets", "items": [METHOD_LINES.get(m, m) for m in groups]}]},
+        {"heading": "Results", "blocks": [
+            figure("edit_curves"),
+            table(rt, f"Final results after {run.get('n_edits')} sequential edits (mean ± 95% CI over seeds)"),
+            figure("results_table"),
+        ]},
+        {"heading": "Ablations", "blocks": [figure("ablations"),
+                                            table(ablations.table(study), "Ablations: final metrics per value (mean ± 95% CI over the ablation seeds)")]},
+        {"heading": "Model drift", "blocks": [figure("drift")]},
+        {"heading": "Hidden-state shift", "blocks": [
+            figure("hidden_shift"),
+            table(hs_table, "Mean relative shift ‖h_after − h_before‖ / ‖h_before‖ of final-layer states (first seed)")]},
+        {"heading": "Neurons", "blocks": [figure("neurons")]},
+        {"heading": "Cost", "blocks": [figure("cost"), table(cost.table(study), "Seconds per edit and peak memory (mean ± 95% CI over seeds)")]},
+        {"heading": "Claims checklist", "blocks": [
+            {"type": "paragraph", "text": (
+                "Each headline claim of the papers, tested on this study's runs with paired seeds (both sides edit the same "
+                "stream for a seed). holds: the 95% interval of the difference lies above 0; does not hold: below 0; "
+                "inconclusive: it contains 0; with one seed only the sign is available. The claims were made for "
+                "GPT2-XL, GPT-J and Llama3-8B on CounterFact and ZsRE; a verdict here is about this model and data.")},
+            {"type": "table", "caption": "Claims checklist", "columns": ["Paper", "Claim", "Measured here", "Verdict"],
+             "rows": [[c["paper"], c["claim"], c["measured"], c["verdict"]] for c in claims]},
+        ]},
+        {"heading": "Provenance", "blocks": [{"type": "code", "text": json.dumps({
+            "git_commits": prov.get("commits"), "git": prov.get("git"), "config_hash_of_first_run": prov.get("config_hash"),
+            "versions": prov.get("versions"),
+            "runs": [f"{r['method']}/{r['variant']}/seed~{r['seed']}: {r['provenance'].get('config_hash')}" for r in study["runs"]],
+        }, indent=1)}]},
+    ]
+    return {"title": "Sequential knowledge editing: which method keeps the edits and the model?",
+            "subtitle": f"{model}, {run.get('n_edits')} edits in batches of {run.get('batch_size')}, "
+                        f"{len(groups)} methods, {len(setup['seeds'])} seed(s)",
+            "sections": sections, "claims": claims}

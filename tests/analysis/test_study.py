@@ -1,0 +1,158 @@
+"""Collection, intervals, claims, figures, notebooks and the report, on synthetic run folders.
+
+The run folders are written in the runner's format with known numbers, so every figure and
+table can be checked against values computed by hand.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from seqedit.analysis.ci import fmt_ci, mean_ci
+from seqedit.analysis.claims import checklist
+from seqedit.analysis.collect import collect, write_study
+
+REPO = Path(__file__).resolve().parents[2]
+FIGURES = ["edit_curves", "results_table", "ablations", "drift", "hidden_shift", "neurons", "cost"]
+# final (efficacy, specificity) per method and seed: NSE beats MEMIT on specificity on every seed
+FINAL = {"memit": {0: (90.0, 60.0), 1: (80.0, 50.0), 2: (85.0, 55.0)},
+         "nse": {0: (95.0, 80.0), 1: (90.0, 85.0), 2: (92.0, 75.0)},
+         "nmke": {0: (70.0, 70.0), 1: (60.0, 72.0), 2: (65.0, 71.0)}}
+
+
+def write_run(root: Path, method: str, seed: int, eff: float, spec: float, variant=None) -> Path:
+    variant = variant or {"name": "main", "ablation": None, "value": None, "param": None, "title": "main comparison"}
+    d = root / method / variant["name"] / f"seed~{seed}"
+    d.mkdir(parents=True)
+    final = {"efficacy": eff, "generalization": eff - 10, "specificity": spec, "fluency": 600.0 + seed,
+             "score": 3 / (1 / eff + 1 / (eff - 10) + 1 / spec)}
+    cfg = {"method": {"name": method, "hparams": {"layers": [0, 1], "neuron_threshold": 0.8}}, "seed": seed,
+           "variant": variant, "run": {"n_edits": 40, "batch_size": 10, "eval_every": 2, "curve_max_records": 40},
+           "model": {"name": "toy", "path": None, "dtype": "float32", "device": "cpu"}, "evaluation": {}}
+    prov = {"config_hash": f"h{method}{seed}", "git": {"commit": "abc", "dirty": False}, "versions": {"torch": "2.13.0"}}
+    (d / "metrics.json").write_text(json.dumps({"method": method, "seed": seed, "n_edits": 40, "batch_size": 10,
+                                                "final": final, "provenance": prov, "config": cfg}))
+    points = [{"n_edits": n, "efficacy": eff * n / 40, "generalization": 0.0, "specificity": 100 - (100 - spec) * n / 40,
+               "fluency": 600.0} for n in (0, 20, 40)]
+    rounds = []
+    for r in range(4):
+        info = {"round": r}
+        if method == "nse":
+            info["neurons_selected"] = {"0": [100, 20], "1": [120]}
+        if method == "nmke":
+            info["mask"] = {"0": {"n_general": 50, "n_specific": 30, "n_overlap": 10, "n_selected": 70}}
+        rounds.append(info)
+    drift = [{"round": r, "n_edits": 10 * (r + 1), "weight_drift": {"transformer.h.0.mlp.c_proj.weight": 0.1 * (r + 1)},
+              "update_norm": {"0": 0.1}} for r in range(4)]
+    (d / "curve.json").write_text(json.dumps({"points": points, "drift": drift, "rounds": rounds}))
+    (d / "timing.json").write_text(json.dumps({"edit_seconds": 4.0, "seconds_per_edit": 0.1 + 0.01 * seed,
+                                               "peak_rss_mb": 400.0, "peak_gpu_mb": None}))
+    rng = np.random.default_rng(seed)
+    before = rng.normal(size=(12, 8)).astype(np.float32)
+    np.savez(d / "hidden.npz", case_id=np.arange(12), before_rewrite=before, after_rewrite=before * 1.5,
+             before_neighborhood=before, after_neighborhood=before * 1.1)
+    return d
+
+
+@pytest.fixture(scope="module")
+def study_dirs(tmp_path_factory):
+    root = tmp_path_factory.mktemp("runs")
+    dirs = [write_run(root, m, s, *FINAL[m][s]) for m in FINAL for s in FINAL[m]]
+    for value, spec in (("true", 80.0), ("false", 40.0)):
+        variant = {"name": f"nse_rewind~{value}", "ablation": "nse_rewind", "value": value, "param": "rewind",
+                   "title": "NSE weights rewinding"}
+        dirs.append(write_run(root, "nse", 0, 90.0, spec, variant))
+    return dirs
+
+
+@pytest.fixture(scope="module")
+def study(study_dirs, tmp_path_factory):
+    path = tmp_path_factory.mktemp("study") / "study.json"
+    write_study(study_dirs, path)
+    return path
+
+
+def test_mean_ci_matches_hand_computation():
+    m, h, n = mean_ci([1.0, 2.0, 3.0])
+    assert (m, n) == (2.0, 3) and h == pytest.approx(4.303 * 1.0 / math.sqrt(3), rel=1e-6)
+    assert mean_ci([5.0]) == (5.0, None, 1) and mean_ci([None]) == (None, None, 0)
+    assert fmt_ci(2.0, h) == "2.0 ± 2.5" and fmt_ci(None, None) == "–"
+
+
+def test_collect_keeps_order_variants_and_setup(study_dirs):
+    s = collect(study_dirs)
+    assert [r["method"] for r in s["runs"]][:3] == ["memit"] * 3
+    assert s["setup"]["methods"] == ["memit", "nse", "nmke"] and s["setup"]["seeds"] == [0, 1, 2]
+    assert s["setup"]["ablations"] == ["nse_rewind"]
+    assert [r["value"] for r in s["runs"] if r["ablation"]] == ["true", "false"]
+    with pytest.raises(FileNotFoundError, match="did not complete"):
+        collect([study_dirs[0].parent / "missing"])
+
+
+def test_claims_are_paired_over_seeds(study):
+    s = json.loads(study.read_text())
+    claims = {c["claim"]: c for c in checklist(s)}
+    spec = next(c for k, c in claims.items() if k.startswith("NSE keeps specificity"))
+    diffs = [FINAL["nse"][i][1] - FINAL["memit"][i][1] for i in range(3)]  # 20, 35, 20
+    m, h, _ = mean_ci(diffs)
+    assert spec["verdict"] == "holds" and f"difference {m:+.1f}" in spec["measured"]
+    assert f"[{m - h:+.1f}, {m + h:+.1f}]" in spec["measured"]
+    rewind = next(c for k, c in claims.items() if k.startswith("Weights rewinding"))
+    assert rewind["verdict"] == "holds (1 seed)" and "+40.0" in rewind["measured"]
+    assert next(c for k, c in claims.items() if "AlphaEdit overall" in k)["verdict"] == "not tested"
+    nmke = next(c for k, c in claims.items() if k.startswith("NMKE's sparse mask"))
+    assert nmke["verdict"] == "not tested"  # AlphaEdit is not in this study
+
+
+def test_each_notebook_runs_and_writes_its_figures(study, tmp_path):
+    for name in FIGURES:
+        out = tmp_path / "fig"
+        proc = subprocess.run([sys.executable, "-m", "papermill", str(REPO / "notebooks" / f"{name}.ipynb"),
+                               str(tmp_path / f"{name}.ipynb"), "-k", "python3", "-r", "study", str(study),
+                               "-r", "out_dir", str(out), "-r", "model", "toy"], capture_output=True, text=True)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        for ext in ("png", "pdf"):
+            assert (out / f"toy_{name}.{ext}").stat().st_size > 2000, (name, ext)
+
+
+def test_report_contains_every_figure_table_and_claim(study, tmp_path):
+    from pypdf import PdfReader
+
+    from seqedit.figures import common
+    from seqedit.report.build import build_spec
+
+    s = json.loads(study.read_text())
+    figs = []
+    for name in FIGURES:
+        module = __import__(f"seqedit.figures.{name}", fromlist=["plot"])
+        figs.append(module.plot(s, tmp_path / "fig", "toy")[0])
+    captions = [REPO / "workflow" / "report" / f"{n}.rst" for n in FIGURES]
+    html, pdf = tmp_path / "report.html", tmp_path / "report.pdf"
+    proc = subprocess.run([sys.executable, "-m", "seqedit.cli", "report", "--study", str(study), "--figures",
+                           *map(str, figs), "--captions", *map(str, captions), "--html", str(html), "--pdf", str(pdf)],
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    text = html.read_text()
+    assert text.count("data:image/png;base64,") == len(FIGURES)
+    for heading in ("Setup", "Methods", "Results", "Ablations", "Model drift", "Hidden-state shift", "Neurons",
+                    "Cost", "Claims checklist", "Provenance"):
+        assert heading in text
+    spec = build_spec(s, figs, captions)
+    tables = [b for sec in spec["sections"] for b in sec["blocks"] if b["type"] == "table"]
+    assert len(tables) == 6  # hyperparameters, results, ablations, hidden shift, cost, claims
+    results = next(t for t in tables if t["caption"].startswith("Final results"))
+    nse_row = next(r for r in results["rows"] if r[0] == "NSE")
+    m, h, _ = mean_ci([95.0, 90.0, 92.0])
+    assert nse_row[1] == fmt_ci(m, h)
+    pdf_text = " ".join(" ".join(p.extract_text() for p in PdfReader(pdf).pages).split())
+    for claim in spec["claims"]:
+        assert claim["verdict"] in pdf_text
+    assert "KNE" in common.METHOD_LABEL["kne"] and "reconstruction" in text
+    assert "Figure 7" in text and "holds" in pdf_text

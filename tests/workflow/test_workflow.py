@@ -57,6 +57,10 @@ def expected_counts(config_file: Path, n_seeds: int | None = None) -> dict[str, 
     """One world, testbed, check and stats job per model; one edit run (and config) per method and seed."""
     config = yaml.safe_load(config_file.read_text())
     n_runs = len(config["methods"]) * (n_seeds or len(config["seeds"]))
+    for ab in config.get("ablations", []):  # one run per value, method and ablation seed
+        methods = ab["method"] if isinstance(ab["method"], list) else [ab["method"]]
+        n_runs += len(methods) * len(ab["values"]) * len(config.get("ablation_seeds", [0]))
+    figures = ["edit_curves", "results_table", "ablations", "drift", "hidden_shift", "neurons", "cost"]
     return {
         "config_data": 1,
         "config_stage": 3,  # testbed, knowledge_check, stats
@@ -66,7 +70,9 @@ def expected_counts(config_file: Path, n_seeds: int | None = None) -> dict[str, 
         "testbed_check": 1,
         "stats_collect": 1,
         "edit_run": n_runs,
-        "figures_edit_curves": 1,
+        "study_collect": 1,
+        **{f"figure_{f}": 1 for f in figures},
+        "report_render": 1,
         "all": 1,
     }
 
@@ -102,9 +108,9 @@ def test_dry_run_wires_the_cli_and_papermill():
         "seqedit check-knowledge --config results/testbed/config/knowledge_check.json"
         " --model results/testbed/testbed/model --records data/world/counterfact.json --kind counterfact",
         "seqedit stats --config results/testbed/config/stats.json --model results/testbed/testbed/model",
-        "seqedit edit --config results/testbed/config/edit/memit/seed~0.json --model results/testbed/testbed/model"
+        "seqedit edit --config results/testbed/config/edit/memit/main/seed~0.json --model results/testbed/testbed/model"
         " --stats results/testbed/stats/mom2.pt --records data/world/counterfact.json --kind counterfact"
-        " --out-dir results/testbed/edit/memit/seed~0",
+        " --out-dir results/testbed/edit/memit/main/seed~0",
         "papermill notebooks/edit_curves.ipynb results/testbed/notebooks/edit_curves.ipynb -k python3",
     ]:
         assert command in output, command
@@ -118,7 +124,7 @@ def test_extra_seed_adds_one_edit_run_per_method():
 
 
 def test_external_model_skips_the_testbed():
-    result = dry_run("--config", "model={path: openai-community/gpt2}")
+    result = dry_run("--config", "model={path: openai-community/gpt2}", "methods=[memit]", "seeds=[0]", "ablations=[]")
     output = result.stdout + result.stderr
     assert result.returncode == 0, output
     counts = job_counts(output)
@@ -165,60 +171,15 @@ def test_layers_beyond_testbed_fail_before_running():
     assert "do not fit the testbed" in output, output
 
 
-def test_notebook_has_a_parameters_cell():
-    notebook = nbformat.read(NOTEBOOK, as_version=4)
+@pytest.mark.parametrize("name", ["edit_curves", "results_table", "ablations", "drift", "hidden_shift",
+                                  "neurons", "cost"])
+def test_notebook_has_a_parameters_cell(name):
+    # the notebooks run on toy results in tests/analysis/test_study.py
+    notebook = nbformat.read(REPO / "notebooks" / f"{name}.ipynb", as_version=4)
     nbformat.validate(notebook)
     tagged = [cell for cell in notebook.cells if "parameters" in cell.metadata.get("tags", [])]
     assert len(tagged) == 1
-    assert all(name in tagged[0].source for name in ["curves", "out_dir", "model"])
-
-
-def write_curve(path: Path, method: str, seed: int, n_points: int) -> Path:
-    points = [
-        {
-            "n_edits": 4 * (i + 1),
-            "efficacy": 1.0 - 0.05 * i - 0.01 * seed,
-            "generalization": 0.8 - 0.05 * i,
-            "specificity": 0.9 - 0.02 * i,
-            "fluency": None if i % 2 else 5.0,
-        }
-        for i in range(n_points)
-    ]
-    path.write_text(json.dumps({"method": method, "seed": seed, "points": points}))
-    return path
-
-
-@pytest.mark.parametrize("n_points", [3, 1], ids=["curve", "single_point"])
-def test_notebook_edit_curves_runs(tmp_path, n_points):
-    curves = [
-        write_curve(tmp_path / "memit_0.json", "memit", 0, n_points),
-        write_curve(tmp_path / "memit_1.json", "memit", 1, n_points),
-        write_curve(tmp_path / "alphaedit_0.json", "alphaedit", 0, n_points),  # a single seed
-    ]
-    out_dir = tmp_path / "figures"
-    result = run(
-        [
-            str(BIN / "papermill"),
-            str(NOTEBOOK),
-            str(tmp_path / "executed.ipynb"),
-            "-k",
-            "python3",
-            "-r",
-            "curves",
-            ",".join(map(str, curves)),
-            "-r",
-            "out_dir",
-            str(out_dir),
-            "-r",
-            "model",
-            "toy",
-        ],
-        timeout=300,
-    )
-    assert result.returncode == 0, result.stdout + result.stderr
-    for ext in ["png", "pdf"]:
-        figure = out_dir / f"toy_edit_curves.{ext}"
-        assert figure.is_file() and figure.stat().st_size > 0, figure
+    assert all(name in tagged[0].source for name in ["study", "out_dir", "model"])
 
 
 # The schema and the library each state the defaults; these keep the two from drifting apart.

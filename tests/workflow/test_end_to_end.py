@@ -10,16 +10,13 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
-PARTS = ["Snakefile", "workflow", "config", "notebooks", "profiles", "envs", ".test"]
 FIGURES = ["edit_curves", "results_table", "ablations", "drift", "hidden_shift", "neurons", "cost"]
 
 
@@ -30,16 +27,8 @@ def snakemake(cwd: Path, *args: str, timeout: int = 1500) -> subprocess.Complete
                           cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
 
 
-@pytest.fixture(scope="module")
-def toy_run(tmp_path_factory):
-    work = tmp_path_factory.mktemp("toy_workflow")
-    for part in PARTS:
-        src = REPO / part
-        (shutil.copytree if src.is_dir() else shutil.copy)(src, work / part)
-    proc = snakemake(work)
-    logs = "\n".join(f"--- {p}\n{p.read_text()[-3000:]}" for p in sorted((work / "logs").rglob("*.log")))
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:] + logs
-    return work
+# `toy_run` (tests/workflow/conftest.py) runs the toy workflow once per session; the Slurm test
+# compares its own run against the same results.
 
 
 def test_whole_dag_leaves_metrics_curve_and_figure(toy_run):

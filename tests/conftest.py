@@ -107,3 +107,57 @@ def single_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def testbed_hparams(method: str, **overrides):
+    """`method`'s config built from config/hparams/<method>/testbed.yaml, overrides merged."""
+    import yaml
+
+    from seqedit.registry import build_config, get_method
+
+    path = REPO / "config" / "hparams" / method / "testbed.yaml"
+    config_cls, _ = get_method(method)
+    return build_config(config_cls, {**yaml.safe_load(path.read_text()), **overrides}, str(path))
+
+
+def edit_toy_batch(method: str, toy_testbed, toy_world, edit: slice = slice(0, 8), held: slice = slice(8, 16),
+                   cfg=None, with_stats: bool = True) -> dict:
+    """One batch of toy facts edited by `method` (its testbed hyperparameters unless `cfg`) on a fresh
+    copy of the toy testbed, with one torch thread. `with_stats` collects the layer statistics of
+    cfg.layers over the toy corpus (the closed-form methods need them).
+
+    Returns model, tok, spec, cfg, editor, info, the edited and held-out records, the weights before
+    (w0) and the CounterFact summaries before the edit (before_edit, before_held).
+    """
+    from seqedit.core.stats import collect_second_moments
+    from seqedit.data import load_records
+    from seqedit.evaluate.counterfact import evaluate_counterfact
+    from seqedit.models.arch import spec_for
+    from seqedit.models.load import load_model
+    from seqedit.registry import get_method
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # module fixtures run before the autouse single-thread fixture
+    try:
+        model, tok = load_model(str(toy_testbed))
+        spec = spec_for(model)
+        records = load_records(toy_world / "counterfact.json", "counterfact")
+        cfg = cfg if cfg is not None else testbed_hparams(method)
+        layers = getattr(cfg, "layers", None)
+        stats = None
+        if with_stats and layers:
+            lines = (toy_world / "corpus.txt").read_text().splitlines()
+            stats = collect_second_moments(model, tok, spec, lines, layers, progress=False)
+        edit_records, held_records = records[edit], records[held]
+        before_edit = evaluate_counterfact(model, tok, edit_records)["summary"]
+        before_held = evaluate_counterfact(model, tok, held_records)["summary"]
+        w0 = {n: p.detach().clone() for n, p in model.named_parameters()}
+        editor = get_method(method)[1](cfg, model, tok, spec, stats, seed=0)
+        info = editor.edit_batch([r.request for r in edit_records], 0)
+    finally:
+        torch.set_num_threads(threads)
+    return dict(model=model, tok=tok, spec=spec, cfg=cfg, editor=editor, info=info, edit=edit_records,
+                held=held_records, w0=w0, before_edit=before_edit, before_held=before_held)

@@ -5,15 +5,13 @@ import torch
 
 from seqedit.core.projection import null_space_directions, null_space_projector
 from seqedit.core.stats import collect_second_moments
-from seqedit.data import load_records
 from seqedit.data.records import EditRequest
 from seqedit.evaluate.counterfact import evaluate_counterfact
 from seqedit.methods.alphaedit import AlphaEditConfig, AlphaEditEditor
 from seqedit.models.arch import spec_for
-from seqedit.models.load import load_model
 from seqedit.registry import build_config, get_method
 
-from conftest import TINY_TEXTS, TOY_LOCATE, make_tiny_model
+from conftest import TINY_TEXTS, edit_toy_batch, make_tiny_model
 
 TINY_LAYERS = [0, 1]
 TINY_REQUESTS = [
@@ -139,41 +137,11 @@ def test_hparams_files_build_the_config():
 
 
 # --- toy testbed: one batch of 8 facts flips --------------------------------------------------------
-def _testbed_config():
-    import yaml
-    from pathlib import Path
-
-    path = Path(__file__).resolve().parents[2] / "config" / "hparams" / "alphaedit" / "testbed.yaml"
-    return build_config(AlphaEditConfig, yaml.safe_load(path.read_text()), str(path))
-
-
 @pytest.fixture(scope="module")
 def edited(toy_testbed, toy_world):
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # module fixtures run before the autouse single-thread fixture
-    try:
-        yield _edit_toy_batch(toy_testbed, toy_world)
-    finally:
-        torch.set_num_threads(threads)
-
-
-def _edit_toy_batch(toy_testbed, toy_world):
-    model, tok = load_model(str(toy_testbed))
-    spec = spec_for(model)
-    records = load_records(toy_world / "counterfact.json", "counterfact")
-    lines = (toy_world / "corpus.txt").read_text().splitlines()
-    cfg = _testbed_config()
-    stats = collect_second_moments(model, tok, spec, lines, cfg.layers, progress=False)
     # Records 0-7 of the (1-thread) toy testbed are z-limited: with z injected at layer 2 the
     # unedited model flips only 3 of them and MEMIT 4; the next batch is editable.
-    edit, held = records[8:16], records[16:24]
-    before_edit = evaluate_counterfact(model, tok, edit)["summary"]
-    before_held = evaluate_counterfact(model, tok, held)["summary"]
-    w0 = {n: p.detach().clone() for n, p in model.named_parameters()}
-    editor = AlphaEditEditor(cfg, model, tok, spec, stats, seed=0)
-    editor.edit_batch([r.request for r in edit], 0)
-    return dict(model=model, tok=tok, spec=spec, cfg=cfg, edit=edit, held=held, w0=w0,
-                before_edit=before_edit, before_held=before_held)
+    return edit_toy_batch("alphaedit", toy_testbed, toy_world, edit=slice(8, 16), held=slice(16, 24))
 
 
 def test_toy_batch_flips(edited):

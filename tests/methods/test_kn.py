@@ -8,13 +8,13 @@ import yaml
 
 from seqedit.core.hooks import edit_input
 from seqedit.core.prompts import encode, encode_target
-from seqedit.data import load_records
 from seqedit.data.records import EditRequest
 from seqedit.evaluate.counterfact import evaluate_counterfact
 from seqedit.methods.kn import KNConfig, KNEditor
 from seqedit.models.arch import spec_for
-from seqedit.models.load import load_model
 from seqedit.registry import build_config, get_method
+
+from conftest import edit_toy_batch
 
 HPARAMS = Path(__file__).resolve().parents[2] / "config" / "hparams" / "kn"
 BATCH = [
@@ -111,18 +111,9 @@ def test_hparams_files_build_the_config():
 
 @pytest.fixture(scope="module")
 def edited(toy_testbed, toy_world):
-    torch.set_num_threads(1)
-    model, tok = load_model(str(toy_testbed))
-    spec = spec_for(model)
-    records = load_records(toy_world / "counterfact.json", "counterfact")
-    cfg = build_config(KNConfig, yaml.safe_load((HPARAMS / "testbed.yaml").read_text()), "kn/testbed.yaml")
-    edit = records[:8]
-    before = evaluate_counterfact(model, tok, edit)["summary"]
-    w0 = {n: p.detach().clone() for n, p in model.named_parameters()}
-    editor = KNEditor(cfg, model, tok, spec)
-    info = editor.edit_batch([r.request for r in edit], 0)
-    after = evaluate_counterfact(model, tok, edit)["summary"]
-    return dict(model=model, editor=editor, w0=w0, info=info, before=before, after=after)
+    run = edit_toy_batch("kn", toy_testbed, toy_world, with_stats=False)
+    after = evaluate_counterfact(run["model"], run["tok"], run["edit"])["summary"]
+    return {**run, "before": run["before_edit"], "after": after}
 
 
 def test_toy_batch_flips(edited):

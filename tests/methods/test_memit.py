@@ -3,32 +3,15 @@
 import pytest
 import torch
 
-from seqedit.core.stats import collect_second_moments
-from seqedit.data import load_records
 from seqedit.evaluate.counterfact import evaluate_counterfact
-from seqedit.methods.memit import MEMITConfig, MEMITEditor
-from seqedit.models.arch import spec_for
-from seqedit.models.load import load_model
+from seqedit.methods.memit import MEMITConfig
 
-from conftest import TOY_LOCATE
+from conftest import TOY_LOCATE, edit_toy_batch
 
 
 @pytest.fixture(scope="module")
 def edited(toy_testbed, toy_world):
-    model, tok = load_model(str(toy_testbed))
-    spec = spec_for(model)
-    records = load_records(toy_world / "counterfact.json", "counterfact")
-    lines = (toy_world / "corpus.txt").read_text().splitlines()
-    stats = collect_second_moments(model, tok, spec, lines, TOY_LOCATE["layers"], progress=False)
-    edit, held = records[:8], records[8:16]
-    before_edit = evaluate_counterfact(model, tok, edit)["summary"]
-    before_held = evaluate_counterfact(model, tok, held)["summary"]
-    w0 = {n: p.detach().clone() for n, p in model.named_parameters()}
-    cfg = MEMITConfig(**TOY_LOCATE)
-    editor = MEMITEditor(cfg, model, tok, spec, stats, seed=0)
-    info = editor.edit_batch([r.request for r in edit], 0)
-    return dict(model=model, tok=tok, spec=spec, editor=editor, edit=edit, held=held, w0=w0, info=info,
-                before_edit=before_edit, before_held=before_held)
+    return edit_toy_batch("memit", toy_testbed, toy_world, cfg=MEMITConfig(**TOY_LOCATE))
 
 
 def test_edited_facts_flip(edited):

@@ -9,15 +9,13 @@ import yaml
 from seqedit.core.hooks import capture
 from seqedit.core.prompts import build_batch
 from seqedit.core.stats import collect_second_moments
-from seqedit.data import load_records
 from seqedit.data.records import EditRequest
 from seqedit.evaluate.counterfact import evaluate_counterfact
 from seqedit.methods.rome import ROMEConfig, ROMEEditor
 from seqedit.models.arch import spec_for
-from seqedit.models.load import load_model
 from seqedit.registry import build_config, get_method
 
-from conftest import TINY_TEXTS
+from conftest import TINY_TEXTS, edit_toy_batch
 
 HPARAMS = Path(__file__).resolve().parents[2] / "config" / "hparams" / "rome"
 BATCH = [
@@ -127,21 +125,7 @@ def test_hparams_files_build_the_config():
 
 @pytest.fixture(scope="module")
 def edited(toy_testbed, toy_world):
-    torch.set_num_threads(1)
-    model, tok = load_model(str(toy_testbed))
-    spec = spec_for(model)
-    records = load_records(toy_world / "counterfact.json", "counterfact")
-    cfg = build_config(ROMEConfig, yaml.safe_load((HPARAMS / "testbed.yaml").read_text()), "rome/testbed.yaml")
-    lines = (toy_world / "corpus.txt").read_text().splitlines()
-    stats = collect_second_moments(model, tok, spec, lines, cfg.layers, progress=False)
-    edit, held = records[:8], records[8:16]
-    before_edit = evaluate_counterfact(model, tok, edit)["summary"]
-    before_held = evaluate_counterfact(model, tok, held)["summary"]
-    w0 = {n: p.detach().clone() for n, p in model.named_parameters()}
-    editor = ROMEEditor(cfg, model, tok, spec, stats, seed=0)
-    info = editor.edit_batch([r.request for r in edit], 0)
-    return dict(model=model, tok=tok, editor=editor, edit=edit, held=held, w0=w0, info=info,
-                before_edit=before_edit, before_held=before_held)
+    return edit_toy_batch("rome", toy_testbed, toy_world)
 
 
 def test_toy_batch_flips(edited):

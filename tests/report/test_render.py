@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import re
 
+import pypdf
 import pytest
 
-pypdf = pytest.importorskip("pypdf")
-
-from seqedit.report import render_report  # noqa: E402
+from seqedit.report import render_report
 
 MM = 72 / 25.4  # PDF points per millimetre
 A4_W, A4_H = 210 * MM, 297 * MM

@@ -8,7 +8,6 @@ need the `seqedit` CLI. Subprocesses get the running interpreter's bin folder fi
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import subprocess
@@ -211,7 +210,7 @@ def test_schema_defaults_equal_library_defaults(where):
 
 @pytest.mark.parametrize(
     "hparams_file",
-    sorted((REPO / "config" / "hparams").glob("*/*.yaml")) + sorted((REPO / ".test" / "hparams").glob("*/*.yaml")),
+    sorted((REPO / "config" / "hparams").glob("*/*.yaml")),
     ids=lambda path: str(path.relative_to(REPO)),
 )
 def test_hparams_files_build_their_method_config(hparams_file):

@@ -29,6 +29,7 @@ use rule config_stage as config_edit with:
         "logs/config_edit/{model}/{method}/{variant}/seed~{seed}.log",
     benchmark:
         "benchmarks/config_edit/{model}/{method}/{variant}/seed~{seed}.tsv"
+    localrule: True
 
 
 # Sections of the world generator; model-independent, so it lives beside the world.
@@ -41,3 +42,4 @@ use rule config_stage as config_data with:
         "logs/config_data/world.log",
     benchmark:
         "benchmarks/config_data/world.tsv"
+    localrule: True

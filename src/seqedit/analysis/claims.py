@@ -11,10 +11,10 @@ for a given seed): the mean difference and its 95% interval over seeds. Verdicts
 from __future__ import annotations
 
 from seqedit.analysis.ci import mean_ci
+from seqedit.analysis.labels import MAIN, METHOD_LABEL
 
 BASELINES = ["ft_l", "kn", "rome", "memit"]
-LABEL = {"ft_l": "FT-L", "kn": "KN", "rome": "ROME", "memit": "MEMIT", "alphaedit": "AlphaEdit",
-         "kne": "KNE", "nse": "NSE", "nmke": "NMKE"}
+LABEL = {**METHOD_LABEL, "kne": "KNE"}  # the claims name KNE as its paper does
 
 
 def overall(final: dict) -> float | None:
@@ -56,7 +56,7 @@ def compare(a_runs: list[dict], b_runs: list[dict], metric: str, a: str, b: str)
 def _main(study: dict) -> dict[str, list[dict]]:
     out: dict[str, list[dict]] = {}
     for r in study["runs"]:
-        if r["variant"] == "main":
+        if r["variant"] == MAIN:
             out.setdefault(r["method"], []).append(r)
     return out
 

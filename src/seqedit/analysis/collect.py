@@ -11,9 +11,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from seqedit.analysis.labels import MAIN
 from seqedit.repro import write_json
-
-MAIN = "main"
 
 
 def _read(path: Path) -> dict:

@@ -11,11 +11,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-MAIN = "main"
-# baselines first, then the three methods under study
-METHOD_ORDER = ["ft_l", "kn", "rome", "memit", "alphaedit", "kne", "nse", "nmke"]
-METHOD_LABEL = {"ft_l": "FT-L", "kn": "KN", "rome": "ROME", "memit": "MEMIT", "alphaedit": "AlphaEdit",
-                "kne": "KNE (recon.)", "nse": "NSE", "nmke": "NMKE"}
+from seqedit.analysis.labels import MAIN, METHOD_LABEL, METHOD_ORDER  # noqa: E402,F401
 METRICS = ["efficacy", "generalization", "specificity", "fluency"]
 METRIC_LABEL = {"efficacy": "Efficacy", "generalization": "Generalization", "specificity": "Specificity",
                 "fluency": "Fluency", "score": "Score", "consistency": "Consistency"}
@@ -31,7 +27,7 @@ def label(method: str) -> str:
 
 def color(method: str):
     palette = plt.get_cmap("tab10").colors
-    i = METHOD_ORDER.index(method) if method in METHOD_ORDER else len(METHOD_ORDER) + hash(method) % 2
+    i = METHOD_ORDER.index(method) if method in METHOD_ORDER else len(METHOD_ORDER)
     return palette[i % len(palette)]
 
 

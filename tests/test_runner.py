@@ -135,3 +135,33 @@ def test_edit_stream_is_seeded_and_covers_distinct_records():
     assert union == sorted(set(s0) | set(s1))
     with pytest.raises(ValueError, match="exceeds the 50 records"):
         edit_stream(items, 51, 0)
+
+
+def test_non_finite_solve_mid_run_names_method_layer_round_and_writes_no_result(tmp_path, tiny_gpt2, tiny_tokenizer):
+    """A NaN that appears after a checkpoint (here in MEMIT's C of layer 1 before round 1) stops the
+    run at round 1 naming method, layer and round; no result file exists, the last checkpoint does."""
+    from seqedit.core.solve import NumericalError
+    from seqedit.core.stats import collect_second_moments
+    from seqedit.methods.memit import MEMITConfig, MEMITEditor
+
+    from conftest import TINY_TEXTS
+
+    class NaNBeforeRound1(MEMITEditor):
+        def edit_batch(self, requests, round_):
+            if round_ == 1:
+                self.cov[1][3, 3] = float("nan")
+            return super().edit_batch(requests, round_)
+
+    spec = spec_for(tiny_gpt2)
+    stats = collect_second_moments(tiny_gpt2, tiny_tokenizer, spec, TINY_TEXTS[:7], [0, 1, 2], progress=False)
+    cfg = MEMITConfig(layers=[0, 1, 2], mom2_update_weight=5.0, v_num_grad_steps=2, n_context_templates=0)
+    editor = NaNBeforeRound1(cfg, tiny_gpt2, tiny_tokenizer, spec, stats, seed=0)
+    records = [EditRecord(EditRequest(i, "{} works for", s, o, "Quandex"), kind="counterfact")
+               for i, (s, o) in enumerate([("Varkel Dunmore", "Zorvia"), ("Orin Tallow", "Quell"),
+                                           ("Tessa Brink", "Velorian")])]
+    with pytest.raises(NumericalError, match=r"^memit: layer 1, round 1: non-finite values in the regularised Gram"):
+        run_sequential(tiny_gpt2, tiny_tokenizer, records, editor, RunConfig(n_edits=3, batch_size=1), {},
+                       tmp_path, {"x": 1}, progress=False, evaluate=fake_evaluate, hidden_probe=False)
+    assert sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*") if p.is_file()) == [
+        "checkpoint/state.pt"]
+    assert torch.load(tmp_path / "checkpoint" / "state.pt", weights_only=False)["round"] == 1

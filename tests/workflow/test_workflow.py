@@ -141,8 +141,12 @@ def test_external_model_skips_the_testbed():
         ({"data": {"source": "wikipedia"}}, "source"),  # not in enum
         ({"testbed": {"n_layers": 4}}, "n_layers"),  # unknown key (typo of n_layer)
         ({"method": ["memit"]}, "method"),  # unknown top-level key (typo of methods)
+        ({"methods": ["memitt"]}, "memitt"),  # unknown method
+        ({"ablations": [{"name": "a", "method": "nsee", "param": "rewind", "values": [True]}]}, "nsee"),
+        ({"hparams": {"memitt": {"layers": [1]}}}, "memitt"),  # overrides of an unknown method
     ],
-    ids=["wrong_type", "out_of_range", "out_of_unit_range", "bad_enum", "unknown_key", "unknown_top_level_key"],
+    ids=["wrong_type", "out_of_range", "out_of_unit_range", "bad_enum", "unknown_key", "unknown_top_level_key",
+         "unknown_method", "unknown_ablation_method", "unknown_hparams_method"],
 )
 def test_invalid_config_fails_naming_the_key(tmp_path, override, key):
     config_file = tmp_path / "bad.yaml"
@@ -161,6 +165,16 @@ def test_invalid_command_line_value_fails_naming_the_key():
     output = result.stdout + result.stderr
     assert result.returncode != 0, output
     assert "0 is less than the minimum of 1" in output and "n_edits" in output, output
+
+
+def test_unknown_model_name_fails_before_running():
+    # model.name picks the hyperparameter files; a name without them stops the workflow at load time
+    result = dry_run("--configfile", str(BASIC_CONFIG), "--config", "model={name: gpt5}")
+    output = result.stdout + result.stderr
+    assert result.returncode != 0, output
+    assert ("no hyperparameters for model 'gpt5': config/hparams/memit/gpt5.yaml, config/hparams/nse/gpt5.yaml "
+            "are missing") in output, output
+    assert "Building DAG of jobs" not in output, output
 
 
 def test_layers_beyond_testbed_fail_before_running():

@@ -227,6 +227,20 @@ def method_hparams(method):
     return deep_merge(hparams, config["hparams"].get(method, {}))
 
 
+def check_hparams_files():
+    """Every method of the study has a hyperparameter file for this model: checked when the
+    workflow loads, so a missing one stops it before any job, with one message."""
+    missing = [str(hparams_path(method)) for method in all_methods() if not hparams_path(method).is_file()]
+    if missing:
+        raise WorkflowError(
+            f"no hyperparameters for model '{MODEL}': {', '.join(missing)} "
+            f"{'is' if len(missing) == 1 else 'are'} missing (create them, or change hparams_dir / model.name)"
+        )
+
+
+check_hparams_files()
+
+
 def stats_layers():
     """Layers to collect second moments for: stats.layers, or the methods' `layers`."""
     if config["stats"]["layers"] is not None:

@@ -8,6 +8,7 @@ layer, independent of the number of tokens. Padding tokens are excluded.
 from __future__ import annotations
 
 import os
+import pickle
 import random
 from dataclasses import dataclass
 from pathlib import Path
@@ -46,7 +47,15 @@ class LayerStats:
 
     @classmethod
     def load(cls, path: str | Path) -> "LayerStats":
-        d = torch.load(path, map_location="cpu", weights_only=True)
+        try:
+            d = torch.load(path, map_location="cpu", weights_only=True)
+        except FileNotFoundError:
+            raise FileNotFoundError(f"layer statistics file {path} does not exist") from None
+        except (RuntimeError, EOFError, OSError, ValueError, pickle.UnpicklingError) as err:
+            first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            raise ValueError(f"layer statistics file {path} is unreadable ({first}); collect it again") from None
+        if not isinstance(d, dict) or not {"mom2", "count", "meta"} <= set(d):
+            raise ValueError(f"layer statistics file {path} holds no statistics (keys mom2, count, meta)")
         return cls(mom2=d["mom2"], count=int(d["count"]), meta=d["meta"])
 
 

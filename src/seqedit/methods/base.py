@@ -103,6 +103,9 @@ class Editor:
         missing = [l for l in layers if l not in self.stats.mom2]
         if missing:
             raise ValueError(f"{self.name}: the layer statistics lack layers {missing} (have {self.stats.layers})")
+        for l in layers:
+            if not torch.isfinite(self.stats.mom2[l]).all():
+                raise ValueError(f"{self.name}: layer {l}: the layer statistics hold non-finite values; collect them again")
         return self.stats
 
     def check_d_ff(self, cov: torch.Tensor, layer: int) -> None:

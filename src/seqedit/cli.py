@@ -97,6 +97,7 @@ def cmd_stats(args) -> None:
 def cmd_edit(args) -> None:
     from seqedit.core.stats import LayerStats
     from seqedit.data.stream import edit_stream
+    from seqedit.evaluate import prepare_evaluation
     from seqedit.models.arch import spec_for
     from seqedit.registry import build_config, get_method
     from seqedit.repro import seed_everything
@@ -113,12 +114,14 @@ def cmd_edit(args) -> None:
     records = _records(cfg, args.records, args.kind)
     if run.n_edits > len(records):
         raise ValueError(f"run.n_edits ({run.n_edits}) exceeds the {len(records)} records in {args.records}")
+    # the consistency metric's reference texts and idf come from the whole file, the same for every seed
+    eval_cfg = prepare_evaluation(section(cfg, "evaluation"), records)
     records = edit_stream(records, run.n_edits, seed, run.shuffle)
     seed_everything(seed)
     model, tok = _load(cfg, args.model)
     stats = LayerStats.load(args.stats) if args.stats else None
     editor = editor_cls(hp, model, tok, spec_for(model), stats, seed=seed)
-    metrics = run_sequential(model, tok, records, editor, run, section(cfg, "evaluation"), args.out_dir, cfg,
+    metrics = run_sequential(model, tok, records, editor, run, eval_cfg, args.out_dir, cfg,
                              seed=seed, progress=not args.quiet)
     f = metrics["final"]
     print(f"{method['name']} after {metrics['n_edits']} edits: efficacy {f['efficacy']:.1f}, "

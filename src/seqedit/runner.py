@@ -32,7 +32,7 @@ from tqdm import tqdm
 from seqedit.data.records import EditRecord
 from seqedit.repro import config_hash, provenance, write_json
 
-CURVE_METRICS = ("efficacy", "generalization", "specificity", "fluency")
+CURVE_METRICS = ("efficacy", "generalization", "specificity", "fluency", "consistency")
 
 
 @dataclass

@@ -10,6 +10,7 @@ import json
 import math
 import subprocess
 import sys
+from html import escape as html_escape
 from pathlib import Path
 
 import numpy as np
@@ -32,7 +33,8 @@ def write_run(root: Path, method: str, seed: int, eff: float, spec: float, varia
     d = root / method / variant["name"] / f"seed~{seed}"
     d.mkdir(parents=True)
     final = {"efficacy": eff, "generalization": eff - 10, "specificity": spec, "fluency": 600.0 + seed,
-             "score": 3 / (1 / eff + 1 / (eff - 10) + 1 / spec)}
+             "score": 3 / (1 / eff + 1 / (eff - 10) + 1 / spec), "consistency": 30.0 + seed,
+             "consistency_source": "attribute-prompts"}
     cfg = {"method": {"name": method, "hparams": {"layers": [0, 1], "neuron_threshold": 0.8}}, "seed": seed,
            "variant": variant, "run": {"n_edits": 40, "batch_size": 10, "eval_every": 2, "curve_max_records": 40},
            "model": {"name": "toy", "path": None, "dtype": "float32", "device": "cpu"}, "evaluation": {}}
@@ -151,6 +153,9 @@ def test_report_contains_every_figure_table_and_claim(study, tmp_path):
     nse_row = next(r for r in results["rows"] if r[0] == "NSE")
     m, h, _ = mean_ci([95.0, 90.0, 92.0])
     assert nse_row[1] == fmt_ci(m, h)
+    assert results["columns"][-2] == "Consistency" and nse_row[-2] == fmt_ci(*mean_ci([30.0, 31.0, 32.0])[:2])
+    assert results["note"].startswith("Consistency: TF-IDF cosine") and "attribute prompts" in results["note"]
+    assert html_escape(results["note"]) in text  # the report says where the consistency column's reference texts come from
     pdf_text = " ".join(" ".join(p.extract_text() for p in PdfReader(pdf).pages).split())
     for claim in spec["claims"]:
         assert claim["verdict"] in pdf_text

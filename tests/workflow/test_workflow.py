@@ -203,6 +203,7 @@ SCHEMA_SECTIONS = {
     "stats": ("seqedit.config", "StatsConfig"),
     "knowledge_check": ("seqedit.config", "KnowledgeCheckConfig"),
     "run": ("seqedit.runner", "RunConfig"),
+    "evaluation.consistency": ("seqedit.evaluate.consistency", "ConsistencyConfig"),
 }
 
 

@@ -316,6 +316,13 @@ def records_kind():
     ]
 
 
+def consistency_files():
+    """Files of the consistency metric that the config names (evaluation.consistency): inputs of
+    every edit run, so a changed snippets or idf file reruns the runs."""
+    files = config["evaluation"].get("consistency") or {}
+    return [files[key] for key in ("snippets", "idf", "vocab") if files.get(key)]
+
+
 def corpus_path():
     """Text the testbed is trained on and the layer statistics are collected over."""
     return f"{WORLD_DIR}/corpus.txt"

@@ -8,6 +8,7 @@ rule edit_run:
         stats=rules.stats_collect.output.stats,
         records=records_path(),
         knowledge_check=knowledge_check_input(),
+        consistency=consistency_files(),
     output:
         metrics="results/{model}/edit/{method}/{variant}/seed~{seed}/metrics.json",
         curve="results/{model}/edit/{method}/{variant}/seed~{seed}/curve.json",

@@ -3,6 +3,7 @@
 - `counterfact.py`: efficacy / generalization / specificity by NLL comparison, *_acc, score;
 - `zsre.py`: teacher-forced token accuracy;
 - `fluency.py`: n-gram entropy of top-k sampled generations;
+- `consistency.py`: TF-IDF similarity of those generations to texts about the new object;
 - `scoring.py`: the shared batched teacher-forced scorer.
 
 `evaluate_records` picks the family from the records' `kind`.
@@ -15,6 +16,7 @@ from typing import Sequence
 from torch import nn
 
 from seqedit.data.records import EditRecord
+from seqedit.evaluate.consistency import ConsistencyScorer, build_scorer
 from seqedit.evaluate.counterfact import evaluate_counterfact
 from seqedit.evaluate.fluency import evaluate_fluency, generate, ngram_entropy, word_tokenize
 from seqedit.evaluate.zsre import evaluate_zsre
@@ -24,6 +26,7 @@ __all__ = [
     "evaluate_counterfact",
     "evaluate_zsre",
     "evaluate_fluency",
+    "prepare_evaluation",
     "generate",
     "ngram_entropy",
     "word_tokenize",
@@ -33,13 +36,46 @@ __all__ = [
 GENERATION_DEFAULTS = {"n_records": 20, "n_prompts": 2, "max_length": 40, "top_k": 5, "seed": 0}
 
 
+EVALUATION_KEYS = ("batch_size", "consistency", "generation", "progress")
+
+
+def _check_keys(cfg: dict) -> None:
+    unknown = set(cfg) - set(EVALUATION_KEYS)
+    if unknown:
+        raise ValueError(f"unknown evaluation config keys {sorted(unknown)}; known: {', '.join(EVALUATION_KEYS)}")
+    gen_unknown = set(cfg.get("generation") or {}) - set(GENERATION_DEFAULTS)
+    if gen_unknown:
+        raise ValueError(f"unknown generation config keys {sorted(gen_unknown)}; known: {sorted(GENERATION_DEFAULTS)}")
+
+
+def _generates(cfg: dict, records: Sequence[EditRecord]) -> bool:
+    gen = {**GENERATION_DEFAULTS, **(cfg.get("generation") or {})}
+    return gen["n_records"] > 0 and bool(records) and all(r.kind == "counterfact" for r in records)
+
+
+def prepare_evaluation(cfg: dict | None, records: Sequence[EditRecord]) -> dict:
+    """`cfg` with `consistency` built once into a `ConsistencyScorer` (None where nothing is
+    generated or nothing can be compared), for evaluating many subsets of `records`: the
+    attribute prompts of all `records` (not of each subset) then give the reference texts and idf."""
+    cfg = dict(cfg or {})
+    _check_keys(cfg)
+    consistency = cfg.get("consistency")
+    if not isinstance(consistency, ConsistencyScorer):
+        cfg["consistency"] = build_scorer(consistency, records) if _generates(cfg, records) else None
+    return cfg
+
+
 def evaluate_records(model: nn.Module, tokenizer, records: Sequence[EditRecord], cfg: dict | None = None) -> dict:
     """Evaluate `model` on `records` of one kind: {"summary": {...}, "per_record": [...]}.
 
-    cfg keys: `batch_size` (default 64), `progress` (CounterFact progress bar) and `generation`, a dict with `n_records`,
-    `n_prompts`, `max_length`, `top_k`, `seed` (defaults in GENERATION_DEFAULTS;
-    n_records 0 disables it). For CounterFact with generation enabled the summary gains
-    `fluency` (×100 n-gram entropy); ZsRE has no generation metric.
+    cfg keys: `batch_size` (default 64), `progress` (CounterFact progress bar), `generation`, a
+    dict with `n_records`, `n_prompts`, `max_length`, `top_k`, `seed` (defaults in
+    GENERATION_DEFAULTS; n_records 0 disables it), and `consistency`: the files of
+    `consistency.ConsistencyConfig` (a dict, or None for the attribute prompts of `records`) or
+    a scorer from `prepare_evaluation`. For CounterFact with generation enabled the summary
+    gains `fluency` (×100 n-gram entropy) and, where reference texts exist, `consistency` (×100
+    TF-IDF cosine) with `consistency_source`, and the generating records' entries gain their
+    `consistency`; ZsRE has no generation metric.
     """
     cfg = dict(cfg or {})
     if not records:
@@ -47,13 +83,8 @@ def evaluate_records(model: nn.Module, tokenizer, records: Sequence[EditRecord],
     kinds = sorted({r.kind for r in records})
     if len(kinds) > 1:
         raise ValueError(f"records mix kinds {kinds}; evaluate each kind separately")
-    unknown = set(cfg) - {"batch_size", "generation", "progress"}
-    if unknown:
-        raise ValueError(f"unknown evaluation config keys {sorted(unknown)}; known: batch_size, generation, progress")
+    _check_keys(cfg)
     batch_size = int(cfg.get("batch_size", 64))
-    gen_unknown = set(cfg.get("generation") or {}) - set(GENERATION_DEFAULTS)
-    if gen_unknown:
-        raise ValueError(f"unknown generation config keys {sorted(gen_unknown)}; known: {sorted(GENERATION_DEFAULTS)}")
     gen = {**GENERATION_DEFAULTS, **(cfg.get("generation") or {})}
 
     kind = kinds[0]
@@ -62,6 +93,13 @@ def evaluate_records(model: nn.Module, tokenizer, records: Sequence[EditRecord],
         if gen["n_records"] > 0:
             flu = evaluate_fluency(model, tokenizer, records, **gen)
             result["summary"]["fluency"] = flu["fluency"]
+            scorer = prepare_evaluation(cfg, records)["consistency"]
+            if scorer is not None:
+                cons = scorer.score(records[: gen["n_records"]], flu["texts_per_record"])
+                result["summary"]["consistency"] = cons["consistency"]
+                result["summary"]["consistency_source"] = scorer.source
+                for entry, value in zip(result["per_record"], cons["per_record"]):
+                    entry["consistency"] = value
         return result
     if kind == "zsre":
         return evaluate_zsre(model, tokenizer, records, batch_size=batch_size)

@@ -108,10 +108,17 @@ def evaluate_fluency(
     """Fluency of generations from the first `n_prompts` generation prompts of the first `n_records` records.
 
     Returns {"fluency": 100 × mean n-gram entropy (None without texts), "n_texts", "samples"
-    (the first 3 texts)}. The sampler is a CPU `torch.Generator` seeded with `seed`.
+    (the first 3 texts), "texts_per_record" (one list per record of `records[:n_records]`, for
+    the consistency metric)}. The sampler is a CPU `torch.Generator` seeded with `seed`.
     """
-    prompts = [p for r in records[:n_records] for p in r.generation_prompts[:n_prompts]]
+    chosen = list(records[:n_records])
+    prompts = [p for r in chosen for p in r.generation_prompts[:n_prompts]]
     generator = torch.Generator().manual_seed(seed)
     texts = [clean_text(t) for t in generate(model, tokenizer, prompts, max_length, top_k, generator)] if prompts else []
     fluency = 100.0 * ngram_entropy(texts) if texts else None
-    return {"fluency": fluency, "n_texts": len(texts), "samples": texts[:3]}
+    per_record, start = [], 0
+    for r in chosen:
+        n = len(r.generation_prompts[:n_prompts])
+        per_record.append(texts[start : start + n])
+        start += n
+    return {"fluency": fluency, "n_texts": len(texts), "samples": texts[:3], "texts_per_record": per_record}

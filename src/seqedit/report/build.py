@@ -101,7 +101,8 @@ def build_spec(study: dict, figures: list[str | Path], captions: list[str | Path
         {"heading": "Methods", "blocks": [{"type": "bullets", "items": [METHOD_LINES.get(m, m) for m in groups]}]},
         {"heading": "Results", "blocks": [
             figure("edit_curves"),
-            table(rt, f"Final results after {run.get('n_edits')} sequential edits (mean ± 95% CI over seeds)"),
+            table(rt, f"Final results after {run.get('n_edits')} sequential edits (mean ± 95% CI over seeds)",
+                  note=rt["note"]),
             figure("results_table"),
         ]},
         {"heading": "Ablations", "blocks": [figure("ablations"),

@@ -197,3 +197,28 @@ def hparams_file(method: str) -> dict:
     from conftest import REPO
 
     return yaml.safe_load((REPO / "config" / "hparams" / method / "testbed.yaml").read_text())
+
+
+@pytest.mark.parametrize("stage", ["edit", "check-knowledge"])
+def test_prompt_longer_than_the_context(tiny_dir, tmp_path, capsys, stage):
+    # the tiny GPT-2 has 128 positions; a paraphrase of ~200 characters does not fit
+    long_prompt = "Far away and long ago, " * 8 + "where was {} born? He was born in"
+    records = _bad_records(tiny_dir, tmp_path, lambda rw: None)
+    data = json.loads(open(records).read())
+    data[1]["paraphrase_prompts"] = [long_prompt.format(data[1]["requested_rewrite"]["subject"])]
+    open(records, "w").write(json.dumps(data))
+    config = write_config(tmp_path / "c.json", run={**RUN, "n_edits": 4, "shuffle": False})
+    out = tmp_path / "out"
+    argv = edit_args(tiny_dir, out, config=config, records=records) if stage == "edit" else [
+        "check-knowledge", "--config", config, "--model", str(tiny_dir / "model"), "--records", records,
+        "--kind", "counterfact", "--out", str(out / "knowledge_check.json")]
+    code, err = run_cli(capsys, *argv)
+    assert_one_line_error(code, err, stage, "case 1: paraphrase prompt", "longer than the model's context of 128")
+    assert_nothing_written(out)
+
+
+def test_generation_longer_than_the_context(tiny_dir, tmp_path, capsys):
+    config = write_config(tmp_path / "c.json", evaluation={"generation": {"n_records": 1, "max_length": 200}})
+    code, err = run_cli(capsys, *edit_args(tiny_dir, tmp_path / "run", config=config))
+    assert_one_line_error(code, err, "edit", "evaluation.generation.max_length (200) exceeds the model's context of 128")
+    assert_nothing_written(tmp_path / "run")

@@ -55,7 +55,16 @@ def _records(cfg: dict, path: str, kind: str, n: int | None = None):
     return load_records(path, kind, limit=n)
 
 
+def _generation_length(evaluation: dict) -> int:
+    """Tokens each fluency generation reaches (prompt included); 0 when generation is off."""
+    from seqedit.evaluate import GENERATION_DEFAULTS
+
+    gen = {**GENERATION_DEFAULTS, **(evaluation.get("generation") or {})}
+    return int(gen["max_length"]) if gen["n_records"] > 0 else 0
+
+
 def cmd_check_knowledge(args) -> None:
+    from seqedit.core.context import check_records_fit
     from seqedit.data.stream import union_of_streams
     from seqedit.knowledge import check_knowledge
     from seqedit.runner import RunConfig
@@ -69,6 +78,7 @@ def cmd_check_knowledge(args) -> None:
         raise ValueError(f"run.n_edits ({run.n_edits}) exceeds the {len(records)} records in {args.records}")
     # every record some run will edit: the union of the seeds' streams
     records = union_of_streams(records, run.n_edits, cfg.get("seeds", [0]), run.shuffle)
+    check_records_fit(model, tok, records)
     result = check_knowledge(model, tok, records, kc, batch_size=section(cfg, "evaluation").get("batch_size", 64))
     print(result["message"])
     write_json(args.out, result)
@@ -95,6 +105,7 @@ def cmd_stats(args) -> None:
 
 
 def cmd_edit(args) -> None:
+    from seqedit.core.context import check_records_fit
     from seqedit.core.stats import LayerStats
     from seqedit.data.stream import edit_stream
     from seqedit.evaluate import prepare_evaluation
@@ -119,6 +130,7 @@ def cmd_edit(args) -> None:
     records = edit_stream(records, run.n_edits, seed, run.shuffle)
     seed_everything(seed)
     model, tok = _load(cfg, args.model)
+    check_records_fit(model, tok, records, _generation_length(section(cfg, "evaluation")))
     stats = LayerStats.load(args.stats) if args.stats else None
     editor = editor_cls(hp, model, tok, spec_for(model), stats, seed=seed)
     metrics = run_sequential(model, tok, records, editor, run, eval_cfg, args.out_dir, cfg,

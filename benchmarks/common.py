@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime
 import os
 import platform
+import re
 import resource
 import socket
 import sys
@@ -178,9 +179,16 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine() or "unknown"
 
 
-def machine() -> dict:
-    import torch
+def host() -> str:
+    """This machine's name as a file-name part."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", socket.gethostname() or "") or "local"
 
+
+def machine() -> dict:
+    try:
+        import torch
+    except ImportError:  # the pipeline benchmark may run outside the package's environment
+        torch = None
     try:
         usable = len(os.sched_getaffinity(0))
     except AttributeError:
@@ -194,8 +202,8 @@ def machine() -> dict:
         "cpu_model": cpu_model(),
         "cpu_count": os.cpu_count(),
         "cpus_usable": usable,
-        "torch": torch.__version__,
-        "torch_threads": torch.get_num_threads(),
+        "torch": torch.__version__ if torch else None,
+        "torch_threads": torch.get_num_threads() if torch else None,
         "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
         "python": platform.python_version(),
         "platform": platform.platform(),

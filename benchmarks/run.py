@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import sys
 import time
 from pathlib import Path
@@ -37,10 +36,7 @@ BENCHMARKS = {
 
 
 def default_out() -> Path:
-    import socket
-
-    host = re.sub(r"[^A-Za-z0-9._-]+", "_", socket.gethostname() or "") or "local"
-    return common.ROOT / "benchmarks" / "results" / f"{host}.json"
+    return common.ROOT / "benchmarks" / "results" / f"{common.host()}.json"
 
 
 def main(argv=None) -> None:

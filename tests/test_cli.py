@@ -83,10 +83,15 @@ def assert_nothing_written(out) -> None:
 
 
 def test_good_config_edits(tiny_dir, tmp_path, capsys):
-    # the baseline of every drill below: the same inputs, unbroken, give a result
-    code, err = run_cli(capsys, *edit_args(tiny_dir, tmp_path / "run"))
+    # the baseline of every drill below: the same inputs, unbroken, give a result (here with generation on)
+    generation = {"n_records": 2, "n_prompts": 1, "max_length": 20, "top_k": 5, "seed": 0}
+    config = write_config(tmp_path / "c.json", evaluation={"batch_size": 8, "generation": generation})
+    code, err = run_cli(capsys, *edit_args(tiny_dir, tmp_path / "run", config=config))
     assert code == 0, err
-    assert (tmp_path / "run" / "metrics.json").is_file()
+    final = json.loads((tmp_path / "run" / "metrics.json").read_text())["final"]
+    assert final["consistency_source"] == "attribute-prompts" and 0.0 <= final["consistency"] <= 100.0
+    points = json.loads((tmp_path / "run" / "curve.json").read_text())["points"]
+    assert all(0.0 <= p["consistency"] <= 100.0 for p in points) and points[-1]["consistency"] == final["consistency"]
 
 
 def test_unknown_method(tiny_dir, tmp_path, capsys):
@@ -221,4 +226,12 @@ def test_generation_longer_than_the_context(tiny_dir, tmp_path, capsys):
     config = write_config(tmp_path / "c.json", evaluation={"generation": {"n_records": 1, "max_length": 200}})
     code, err = run_cli(capsys, *edit_args(tiny_dir, tmp_path / "run", config=config))
     assert_one_line_error(code, err, "edit", "evaluation.generation.max_length (200) exceeds the model's context of 128")
+    assert_nothing_written(tmp_path / "run")
+
+
+def test_missing_consistency_snippets(tiny_dir, tmp_path, capsys):
+    evaluation = {"generation": {"n_records": 1}, "consistency": {"snippets": "/nonexistent/attribute_snippets.json"}}
+    config = write_config(tmp_path / "c.json", evaluation=evaluation)
+    code, err = run_cli(capsys, *edit_args(tiny_dir, tmp_path / "run", config=config))
+    assert_one_line_error(code, err, "edit", "attribute snippets file /nonexistent/attribute_snippets.json does not exist")
     assert_nothing_written(tmp_path / "run")

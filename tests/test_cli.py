@@ -173,6 +173,18 @@ def test_bad_record_file(tiny_dir, tmp_path, capsys, edit, fragment):
     assert_nothing_written(tmp_path / "run")
 
 
+def test_zsre_subject_not_in_question(tiny_dir, tmp_path, capsys):
+    records = json.loads((tiny_dir / "world" / "zsre.json").read_text())
+    records[2]["subject"] = "Nobody Here"
+    path = tmp_path / "bad_zsre.json"
+    path.write_text(json.dumps(records))
+    argv = edit_args(tiny_dir, tmp_path / "run", records=path)
+    argv[argv.index("counterfact")] = "zsre"
+    code, err = run_cli(capsys, *argv)
+    assert_one_line_error(code, err, "edit", "bad_zsre.json: case 2:", "field 'src'")
+    assert_nothing_written(tmp_path / "run")
+
+
 def test_unreadable_stats_file(tiny_dir, tmp_path, capsys):
     stats = tmp_path / "mom2.pt"
     stats.write_bytes((tiny_dir / "mom2.pt").read_bytes()[:200])  # what a full disk leaves

@@ -2,7 +2,7 @@
 
     seqedit world           --config CFG --out-dir DIR
     seqedit fetch           --out FILE [--url URL --sha256 HEX] [--place PATH]
-    seqedit subset          --records FILE --kind K --out FILE [--limit N]
+    seqedit subset          --records FILE --kind K --out FILE [--limit N] [--drop-unchanged]
     seqedit corpus          --records FILE --kind K --out TXT [--limit N]
     seqedit train-testbed   --config CFG --corpus TXT --out DIR
     seqedit check-knowledge --config CFG --model M --records FILE --kind K --out JSON
@@ -53,8 +53,9 @@ def cmd_fetch(args) -> None:
 def cmd_subset(args) -> None:
     from seqedit.data.subset import write_subset
 
-    n = write_subset(args.records, args.kind, args.out, args.limit)
-    print(f"wrote {n} records of {args.records} to {args.out}")
+    n, dropped = write_subset(args.records, args.kind, args.out, args.limit, args.drop_unchanged)
+    left_out = f" ({dropped} records whose target equals their true answer left out)" if args.drop_unchanged else ""
+    print(f"wrote {n} records of {args.records} to {args.out}{left_out}")
 
 
 def cmd_corpus(args) -> None:
@@ -208,6 +209,9 @@ def parser() -> argparse.ArgumentParser:
         s.add_argument("--kind", required=True, choices=["counterfact", "zsre"])
         s.add_argument("--out", required=True)
         s.add_argument("--limit", type=int, default=None, help="the first N records only")
+        if name == "subset":
+            s.add_argument("--drop-unchanged", action="store_true",
+                           help="leave out records whose edit target equals their true answer")
         s.set_defaults(fn=fn, threads=None)
     add("train-testbed", cmd_train_testbed, "corpus", "out")
     add("check-knowledge", cmd_check_knowledge, "model", "records", "kind", "out")

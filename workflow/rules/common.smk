@@ -53,7 +53,7 @@ MODEL = config["model"]["name"]
 WORLD_DIR = "data/world"
 BENCHMARKS = ["counterfact", "zsre"]  # data.source values read from a benchmark file
 # Settings of the benchmark files only; the world's config leaves them out, so they never rerun it.
-BENCHMARK_KEYS = ["limit"] + [f"{b}_{key}" for b in BENCHMARKS for key in ("url", "sha256")]
+BENCHMARK_KEYS = ["limit", "drop_unchanged"] + [f"{b}_{key}" for b in BENCHMARKS for key in ("url", "sha256")]
 
 # Config sections each `seqedit` subcommand reads from its --config file. The stage config
 # files are written by config_stage/config_edit with these dicts as params, so a change to a
@@ -344,10 +344,11 @@ def fetch_args(wildcards):
     return " ".join(shlex.quote(a) for a in args)
 
 
-def limit_arg(wildcards):
-    """`--limit N` when data.limit is set, else nothing."""
+def subset_args(wildcards):
+    """`--limit N` when data.limit is set, `--drop-unchanged` when data.drop_unchanged."""
     limit = config["data"]["limit"]
-    return "" if limit is None else f" --limit {limit}"
+    args = "" if limit is None else f" --limit {limit}"
+    return args + (" --drop-unchanged" if config["data"]["drop_unchanged"] else "")
 
 
 def check_benchmark_settings():

@@ -46,7 +46,7 @@ rule data_subset:
     output:
         records="data/{source}/records.json",
     params:
-        limit=limit_arg,
+        args=subset_args,
     log:
         "logs/data_subset/{source}.log",
     benchmark:
@@ -54,7 +54,7 @@ rule data_subset:
     conda:
         software_env()
     shell:
-        "seqedit subset --records {input} --kind {wildcards.source}{params.limit}"
+        "seqedit subset --records {input} --kind {wildcards.source}{params.args}"
         " --out {output.records} > {log} 2>&1"
 
 

@@ -1,6 +1,9 @@
 """Command-line entry points, one per workflow stage. Rules call these; they hold no science.
 
     seqedit world           --config CFG --out-dir DIR
+    seqedit fetch           --out FILE [--url URL --sha256 HEX] [--place PATH]
+    seqedit subset          --records FILE --kind K --out FILE [--limit N] [--drop-unchanged]
+    seqedit corpus          --records FILE --kind K --out TXT [--limit N]
     seqedit train-testbed   --config CFG --corpus TXT --out DIR
     seqedit check-knowledge --config CFG --model M --records FILE --kind K --out JSON
     seqedit stats           --config CFG --model M --corpus TXT --out FILE.pt
@@ -32,12 +35,43 @@ def cmd_world(args) -> None:
     print(f"wrote the synthetic world to {args.out_dir}")
 
 
+def cmd_fetch(args) -> None:
+    from seqedit.data.fetch import FetchError, fetch
+
+    place = args.place or args.out
+    if not args.url:
+        if not Path(args.out).is_file():
+            raise FetchError(f"{place} is missing and no URL is configured ({args.url_setting}): place the file there")
+        return
+    try:
+        fetch(args.url, args.out, args.sha256, progress=not args.quiet)  # keeps (and checks) an existing file
+    except FetchError as err:
+        raise FetchError(f"{err}; place the file at {place} instead") from None
+    print(f"{args.out}: from {args.url}, sha256 checked" if args.sha256 else f"{args.out}: from {args.url}")
+
+
+def cmd_subset(args) -> None:
+    from seqedit.data.subset import write_subset
+
+    n, dropped = write_subset(args.records, args.kind, args.out, args.limit, args.drop_unchanged)
+    left_out = f" ({dropped} records whose target equals their true answer left out)" if args.drop_unchanged else ""
+    print(f"wrote {n} records of {args.records} to {args.out}{left_out}")
+
+
+def cmd_corpus(args) -> None:
+    from seqedit.data.corpus import write_records_corpus
+
+    summary = write_records_corpus(args.records, args.kind, args.out, args.limit)
+    print(f"wrote the corpus of {args.records} to {args.out}: " + ", ".join(f"{k} {v}" for k, v in summary.items()))
+
+
 def cmd_train_testbed(args) -> None:
+    from seqedit.data.corpus import read_corpus
     from seqedit.models.testbed import TestbedConfig, train_testbed
 
     cfg = read_config(args.config)
     tb = build(TestbedConfig, section(cfg, "testbed"), "testbed")
-    lines = Path(args.corpus).read_text().splitlines()
+    lines = read_corpus(args.corpus)
     summary = train_testbed(lines, tb, args.out, progress=not args.quiet)
     write_json(Path(args.out) / "training_summary.json", summary)
 
@@ -89,6 +123,7 @@ def cmd_check_knowledge(args) -> None:
 
 def cmd_stats(args) -> None:
     from seqedit.core.stats import collect_second_moments, sample_texts
+    from seqedit.data.corpus import read_corpus
     from seqedit.models.arch import spec_for
 
     cfg = read_config(args.config)
@@ -96,7 +131,7 @@ def cmd_stats(args) -> None:
     if not sc.layers:
         raise ValueError("stats.layers is empty: name the layers to collect")
     model, tok = _load(cfg, args.model)
-    texts = sample_texts(Path(args.corpus).read_text().splitlines(), sc.n_samples, sc.seed)
+    texts = sample_texts(read_corpus(args.corpus), sc.n_samples, sc.seed)
     t0 = time.time()
     stats = collect_second_moments(model, tok, spec_for(model), texts, sc.layers, sc.max_length, sc.batch_size)
     stats.meta.update({"corpus": str(args.corpus), "seconds": round(time.time() - t0, 2)})
@@ -174,6 +209,25 @@ def parser() -> argparse.ArgumentParser:
         return s
 
     add("world", cmd_world, "out-dir")
+    s = sub.add_parser("fetch", help="download a benchmark file once, checked against its sha256")
+    s.add_argument("--out", required=True, help="where the download goes")
+    s.add_argument("--url", default="", help="empty: fail, naming the file to place")
+    s.add_argument("--sha256", default=None)
+    s.add_argument("--place", default=None, help="path named in the error when there is nothing to download")
+    s.add_argument("--url-setting", default="--url", help="the setting that holds the URL, named in that error")
+    s.add_argument("--quiet", action="store_true", help="no progress bar")
+    s.set_defaults(fn=cmd_fetch, threads=None)
+    for name, fn, what in (("subset", cmd_subset, "copy the first --limit records of a benchmark file"),
+                           ("corpus", cmd_corpus, "write the corpus stating the true facts of benchmark records")):
+        s = sub.add_parser(name, help=what)
+        s.add_argument("--records", required=True)
+        s.add_argument("--kind", required=True, choices=["counterfact", "zsre"])
+        s.add_argument("--out", required=True)
+        s.add_argument("--limit", type=int, default=None, help="the first N records only")
+        if name == "subset":
+            s.add_argument("--drop-unchanged", action="store_true",
+                           help="leave out records whose edit target equals their true answer")
+        s.set_defaults(fn=fn, threads=None)
     add("train-testbed", cmd_train_testbed, "corpus", "out")
     add("check-knowledge", cmd_check_knowledge, "model", "records", "kind", "out")
     add("stats", cmd_stats, "model", "corpus", "out")

@@ -22,6 +22,11 @@ REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 DEFAULT_CONFIG = REPO / "config" / "config.yaml"
 BASIC_CONFIG = REPO / ".test" / "config_basic" / "config.yaml"
+# Real-data configs: source, benchmark file under the shared data folder.
+REAL_CONFIGS = {
+    "counterfact": (REPO / "config" / "counterfact-testbed.yaml", "counterfact/counterfact_subset_union.json"),
+    "zsre": (REPO / "config" / "zsre-testbed.yaml", "zsre/easyedit/zsre_mend_eval_portability_gpt4.json"),
+}
 NOTEBOOK = REPO / "notebooks" / "edit_curves.ipynb"
 
 
@@ -52,19 +57,23 @@ def job_counts(output: str) -> dict[str, int]:
     return counts
 
 
-def expected_counts(config_file: Path, n_seeds: int | None = None) -> dict[str, int]:
-    """One world, testbed, check and stats job per model; one edit run (and config) per method and seed."""
+def expected_counts(config_file: Path, n_seeds: int | None = None, fetch: bool = False) -> dict[str, int]:
+    """One world (or records subset and corpus), testbed, check and stats job per model; one edit
+    run (and config) per method and seed; `fetch`: the benchmark file is downloaded first."""
     config = yaml.safe_load(config_file.read_text())
     n_runs = len(config["methods"]) * (n_seeds or len(config["seeds"]))
     for ab in config.get("ablations", []):  # one run per value, method and ablation seed
         methods = ab["method"] if isinstance(ab["method"], list) else [ab["method"]]
         n_runs += len(methods) * len(ab["values"]) * len(config.get("ablation_seeds", [0]))
     figures = ["edit_curves", "results_table", "ablations", "drift", "hidden_shift", "neurons", "cost"]
+    if config.get("data", {}).get("source", "synthetic") == "synthetic":
+        data = {"config_data": 1, "data_world": 1}
+    else:
+        data = {"data_subset": 1, "data_corpus": 1, **({"data_fetch": 1} if fetch else {})}
     return {
-        "config_data": 1,
+        **data,
         "config_stage": 3,  # testbed, knowledge_check, stats
         "config_edit": n_runs,
-        "data_world": 1,
         "testbed_train": 1,
         "testbed_check": 1,
         "stats_collect": 1,
@@ -94,6 +103,86 @@ def test_dry_run_job_counts(config_args, config_file):
     output = result.stdout + result.stderr
     assert result.returncode == 0, output
     assert job_counts(output) == expected_counts(config_file)
+
+
+def real_data_args(source: str, shared_data: Path) -> list[str]:
+    """A real-data config, its benchmark file taken from the shared data folder wherever it lies."""
+    config_file, relpath = REAL_CONFIGS[source]
+    return ["--configfile", str(config_file), "--config", f"data={{{source}_path: {shared_data / relpath}}}"]
+
+
+@pytest.mark.parametrize("source", sorted(REAL_CONFIGS))
+def test_real_data_dry_run_job_counts(source, shared_data):
+    result = dry_run(*real_data_args(source, shared_data))
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output
+    assert job_counts(output) == expected_counts(REAL_CONFIGS[source][0])
+
+
+@pytest.mark.parametrize("source", sorted(REAL_CONFIGS))
+def test_real_data_wires_records_and_corpus(source, shared_data):
+    config_file, relpath = REAL_CONFIGS[source]
+    model = yaml.safe_load(config_file.read_text())["model"]["name"]
+    result = dry_run(*real_data_args(source, shared_data), "--printshellcmds")
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output
+    for command in [
+        f"seqedit subset --records {shared_data / relpath} --kind {source} --limit 300 --out data/{source}/records.json",
+        f"seqedit corpus --records data/{source}/records.json --kind {source} --out data/{source}/corpus.txt",
+        f"seqedit train-testbed --config results/{model}/config/testbed.json --corpus data/{source}/corpus.txt",
+        f"seqedit check-knowledge --config results/{model}/config/knowledge_check.json"
+        f" --model results/{model}/testbed/model --records data/{source}/records.json --kind {source}",
+        f"--corpus data/{source}/corpus.txt --out results/{model}/stats/mom2.pt",
+        f"--records data/{source}/records.json --kind {source} --out-dir results/{model}/edit/memit/main/seed~0",
+    ]:
+        assert command in output, command
+    assert "seqedit world" not in output and "data/world" not in output
+
+
+def test_missing_benchmark_file_is_fetched_first(tmp_path):
+    missing = tmp_path / "nowhere" / "cf.json"
+    config_file = REAL_CONFIGS["counterfact"][0]
+    result = dry_run("--configfile", str(config_file), "--config", f"data={{counterfact_path: {missing}}}",
+                     "--printshellcmds")
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output
+    assert job_counts(output) == expected_counts(config_file, fetch=True)
+    assert (f"seqedit fetch --out data/counterfact/download/cf.json --place {missing}"
+            " --url-setting data.counterfact_url") in output
+    assert "seqedit subset --records data/counterfact/download/cf.json" in output
+
+
+def test_configured_url_is_passed_with_its_sha256(tmp_path):
+    sha = "ab" * 32
+    result = dry_run("--configfile", str(REAL_CONFIGS["zsre"][0]), "--printshellcmds", "--config",
+                     f"data={{zsre_path: {tmp_path / 'z.json'}, zsre_url: 'https://example.org/z.json', zsre_sha256: {sha}}}")
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output
+    assert f"--url https://example.org/z.json --sha256 {sha}" in output
+
+
+@pytest.mark.parametrize(
+    "data, message",
+    [("{source: counterfact, counterfact_url: 'https://example.org/cf.json'}",
+      "data.counterfact_url is set without data.counterfact_sha256"),
+     ("{source: counterfact, limit: 50}", "data.limit (50) is below run.n_edits (120)")],
+    ids=["url_without_sha256", "limit_below_n_edits"],
+)
+def test_benchmark_settings_fail_before_running(data, message):
+    result = dry_run("--config", f"data={data}")
+    output = result.stdout + result.stderr
+    assert result.returncode != 0, output
+    assert message in output, output
+
+
+def test_hparams_model_names_the_hyperparameter_files():
+    result = dry_run("--config", "model={name: other}", "hparams_model=testbed", "methods=[memit]", "seeds=[0]",
+                     "ablations=[]")
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output
+    result = dry_run("--config", "model={name: other}", "methods=[memit]", "seeds=[0]", "ablations=[]")
+    output = result.stdout + result.stderr
+    assert result.returncode != 0 and "config/hparams/memit/other.yaml is missing" in output, output
 
 
 def test_dry_run_wires_the_cli_and_papermill():

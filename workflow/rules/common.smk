@@ -5,6 +5,7 @@
 import json
 import os
 import re
+import shlex
 from pathlib import Path
 
 import yaml
@@ -50,6 +51,9 @@ validate(config, schema="../schemas/config.schema.yaml")
 
 MODEL = config["model"]["name"]
 WORLD_DIR = "data/world"
+BENCHMARKS = ["counterfact", "zsre"]  # data.source values read from a benchmark file
+# Settings of the benchmark files only; the world's config leaves them out, so they never rerun it.
+BENCHMARK_KEYS = ["limit", "drop_unchanged"] + [f"{b}_{key}" for b in BENCHMARKS for key in ("url", "sha256")]
 
 # Config sections each `seqedit` subcommand reads from its --config file. The stage config
 # files are written by config_stage/config_edit with these dicts as params, so a change to a
@@ -186,6 +190,7 @@ wildcard_constraints:
     variant=r"main|[A-Za-z0-9_]+~[A-Za-z0-9_.=,+-]+",
     seed=r"\d+",
     stage="|".join(MODEL_STAGES),
+    source="|".join(BENCHMARKS),
 
 
 def software_env():
@@ -199,8 +204,13 @@ def is_testbed():
     return config["model"]["path"] is None
 
 
+def hparams_model():
+    """Model name of the hyperparameter files: hparams_model, or model.name when null."""
+    return config["hparams_model"] or MODEL
+
+
 def hparams_path(method):
-    return Path(config["hparams_dir"]) / method / f"{MODEL}.yaml"
+    return Path(config["hparams_dir"]) / method / f"{hparams_model()}.yaml"
 
 
 def deep_merge(base, overrides):
@@ -219,8 +229,8 @@ def method_hparams(method):
     path = hparams_path(method)
     if not path.is_file():
         raise WorkflowError(
-            f"no hyperparameters for method '{method}' on model '{MODEL}': {path} is "
-            "missing (create it, or change hparams_dir / model.name)"
+            f"no hyperparameters for method '{method}' on model '{hparams_model()}': {path} is "
+            "missing (create it, or change hparams_dir / hparams_model / model.name)"
         )
     with open(path) as f:
         hparams = yaml.safe_load(f) or {}
@@ -266,6 +276,8 @@ def stats_layers():
 def stage_config(stage, wildcards=None):
     """The config sections a stage's subcommand reads, keys sorted (a canonical dict)."""
     sections = {key: config[key] for key in STAGE_SECTIONS[stage]}
+    if stage == "data":
+        sections["data"] = {k: v for k, v in config["data"].items() if k not in BENCHMARK_KEYS}
     if stage == "stats":
         sections["stats"] = {**config["stats"], "layers": stats_layers()}
     if stage == "knowledge_check":
@@ -301,12 +313,12 @@ def get_edit_sections(wildcards):
 
 
 def records_path():
-    """The edit records every run (and the knowledge check) uses."""
-    return {
-        "synthetic": f"{WORLD_DIR}/counterfact.json",
-        "counterfact": config["data"]["counterfact_path"],
-        "zsre": config["data"]["zsre_path"],
-    }[config["data"]["source"]]
+    """The edit records every run (and the knowledge check) uses: the world's, or the first
+    data.limit records of the benchmark file (data/<source>/records.json)."""
+    source = config["data"]["source"]
+    if source == "synthetic":
+        return f"{WORLD_DIR}/counterfact.json"
+    return f"data/{source}/records.json"
 
 
 def records_kind():
@@ -324,8 +336,56 @@ def consistency_files():
 
 
 def corpus_path():
-    """Text the testbed is trained on and the layer statistics are collected over."""
-    return f"{WORLD_DIR}/corpus.txt"
+    """Text the testbed is trained on and the layer statistics are collected over: the world's
+    corpus, or the true facts of the benchmark records (data/<source>/corpus.txt)."""
+    source = config["data"]["source"]
+    if source == "synthetic":
+        return f"{WORLD_DIR}/corpus.txt"
+    return f"data/{source}/corpus.txt"
+
+
+def download_path(source):
+    """Where a benchmark file missing at data.<source>_path is downloaded to."""
+    return f"data/{source}/download/{os.path.basename(config['data'][f'{source}_path'])}"
+
+
+def benchmark_file(wildcards):
+    """The benchmark file of a source: data.<source>_path when it exists, else its download."""
+    path = config["data"][f"{wildcards.source}_path"]
+    return path if os.path.isfile(path) else download_path(wildcards.source)
+
+
+def fetch_args(wildcards):
+    """Arguments of `seqedit fetch` for a source: its URL and sha256 (if set), where to place it."""
+    data = config["data"]
+    url, sha256 = data[f"{wildcards.source}_url"], data[f"{wildcards.source}_sha256"]
+    args = ["--place", data[f"{wildcards.source}_path"], "--url-setting", f"data.{wildcards.source}_url"]
+    if url:
+        args += ["--url", url, "--sha256", sha256]
+    return " ".join(shlex.quote(a) for a in args)
+
+
+def subset_args(wildcards):
+    """`--limit N` when data.limit is set, `--drop-unchanged` when data.drop_unchanged."""
+    limit = config["data"]["limit"]
+    args = "" if limit is None else f" --limit {limit}"
+    return args + (" --drop-unchanged" if config["data"]["drop_unchanged"] else "")
+
+
+def check_benchmark_settings():
+    """A URL needs its sha256, and data.limit must cover run.n_edits."""
+    data = config["data"]
+    for source in BENCHMARKS:
+        if data[f"{source}_url"] and not data[f"{source}_sha256"]:
+            raise WorkflowError(f"data.{source}_url is set without data.{source}_sha256 (the download is checked)")
+    if data["source"] in BENCHMARKS and data["limit"] is not None and data["limit"] < config["run"]["n_edits"]:
+        raise WorkflowError(
+            f"data.limit ({data['limit']}) is below run.n_edits ({config['run']['n_edits']}): "
+            "the runs edit records from the first data.limit"
+        )
+
+
+check_benchmark_settings()
 
 
 def model_dir():

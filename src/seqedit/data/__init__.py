@@ -1,7 +1,9 @@
 """Data layer: benchmark loaders (CounterFact, ZsRE) and the seeded synthetic world.
 
 `load_records(path, kind)` turns a real or synthetic benchmark file into `EditRecord`s;
-`write_world(WorldConfig(...), out_dir)` writes the synthetic world's three files.
+`write_world(WorldConfig(...), out_dir)` writes the synthetic world's three files. For real
+files: `subset.write_subset` (the records a study uses), `corpus.write_records_corpus` (the
+corpus of their true facts), `fetch.fetch` (a checked download).
 """
 
 from __future__ import annotations

@@ -243,8 +243,9 @@ def check_hparams_files():
     missing = [str(hparams_path(method)) for method in all_methods() if not hparams_path(method).is_file()]
     if missing:
         raise WorkflowError(
-            f"no hyperparameters for model '{MODEL}': {', '.join(missing)} "
-            f"{'is' if len(missing) == 1 else 'are'} missing (create them, or change hparams_dir / model.name)"
+            f"no hyperparameters for model '{hparams_model()}': {', '.join(missing)} "
+            f"{'is' if len(missing) == 1 else 'are'} missing (create them, or change hparams_dir / "
+            "hparams_model / model.name)"
         )
 
 

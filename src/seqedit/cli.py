@@ -72,6 +72,9 @@ def cmd_train_testbed(args) -> None:
     cfg = read_config(args.config)
     tb = build(TestbedConfig, section(cfg, "testbed"), "testbed")
     lines = read_corpus(args.corpus)
+    import torch
+
+    torch.set_num_threads(tb.threads)  # testbed.threads, not the job's cores: the weights depend on it
     summary = train_testbed(lines, tb, args.out, progress=not args.quiet)
     write_json(Path(args.out) / "training_summary.json", summary)
 

@@ -12,7 +12,7 @@ rule testbed_train:
         "logs/testbed_train/{model}.log",
     benchmark:
         "benchmarks/testbed_train/{model}.tsv"
-    threads: 2
+    threads: config["testbed"]["threads"]
     resources:
         mem_mb=4000,
         runtime=120,

@@ -41,9 +41,10 @@ class TestbedConfig:
     weight_decay: float = 0.0
     min_lr_ratio: float = 0.1  # cosine decay floor, as a fraction of lr
     concat_prob: float = 0.3  # share of examples that are two corpus lines joined (facts after a prefix)
+    threads: int = 1  # torch threads; the trained weights depend on it (sums run in another order)
 
     def __post_init__(self):
-        for name in ("vocab_size", "n_layer", "n_embd", "n_head", "n_positions", "steps", "batch_size"):
+        for name in ("vocab_size", "n_layer", "n_embd", "n_head", "n_positions", "steps", "batch_size", "threads"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"testbed.{name} must be >= 1, got {getattr(self, name)}")
         if self.n_embd % self.n_head:

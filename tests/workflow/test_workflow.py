@@ -187,6 +187,7 @@ SCHEMA_SECTIONS = {
     "testbed": ("seqedit.models.testbed", "TestbedConfig"),
     "model": ("seqedit.config", "ModelConfig"),
     "stats": ("seqedit.config", "StatsConfig"),
+    "stats.dataset": ("seqedit.data.texts", "TextDatasetConfig"),
     "knowledge_check": ("seqedit.config", "KnowledgeCheckConfig"),
     "run": ("seqedit.runner", "RunConfig"),
 }
@@ -205,6 +206,9 @@ def test_schema_defaults_equal_library_defaults(where):
     library = {field.name: field.default for field in dataclasses.fields(config_cls)}
     for key, subschema in schema["properties"].items():
         assert key in library, f"{where}.{key} is in the schema but not in {name}"
+        if "properties" in subschema:  # a nested section: compared under its own entry
+            assert f"{where}.{key}" in SCHEMA_SECTIONS, f"{where}.{key} needs an entry in SCHEMA_SECTIONS"
+            continue
         assert subschema["default"] == library[key], f"{where}.{key}: schema {subschema['default']!r}, {name} {library[key]!r}"
 
 

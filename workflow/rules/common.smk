@@ -5,6 +5,7 @@
 import json
 import os
 import re
+import sys
 from pathlib import Path
 
 import yaml
@@ -188,10 +189,29 @@ wildcard_constraints:
     stage="|".join(MODEL_STAGES),
 
 
+def on_gpu():
+    """True when the model runs on a CUDA device (model.device cuda or cuda:N)."""
+    return config["model"]["device"].startswith("cuda")
+
+
 def software_env():
     """Conda env of all rules (only used with --sdm conda); CUDA build on a GPU device."""
-    flavour = "cuda" if config["model"]["device"].startswith("cuda") else "cpu"
+    flavour = "cuda" if on_gpu() else "cpu"
     return f"../../envs/seqedit-{flavour}.yaml"
+
+
+# Rules that run the model on model.device: with a CUDA device each of their jobs asks for one GPU.
+GPU_RULES = ["testbed_check", "stats_collect", "edit_run"]
+
+
+def resources_for(rule_name):
+    """A heavy rule's resources: mem_mb and runtime (minutes) from `resources.<rule>` in the
+    config, and gpu=1 for the rules in GPU_RULES when the model is on a CUDA device. Only
+    abstract resources: partitions, accounts and GPU models come from a profile."""
+    resources = dict(config["resources"][rule_name])
+    if rule_name in GPU_RULES and on_gpu():
+        resources["gpu"] = 1
+    return resources
 
 
 def is_testbed():
@@ -199,8 +219,13 @@ def is_testbed():
     return config["model"]["path"] is None
 
 
+def hparams_name():
+    """Name of the hyperparameter files: model.hparams_name, else model.name."""
+    return config["model"]["hparams_name"] or MODEL
+
+
 def hparams_path(method):
-    return Path(config["hparams_dir"]) / method / f"{MODEL}.yaml"
+    return Path(config["hparams_dir"]) / method / f"{hparams_name()}.yaml"
 
 
 def deep_merge(base, overrides):
@@ -219,8 +244,8 @@ def method_hparams(method):
     path = hparams_path(method)
     if not path.is_file():
         raise WorkflowError(
-            f"no hyperparameters for method '{method}' on model '{MODEL}': {path} is "
-            "missing (create it, or change hparams_dir / model.name)"
+            f"no hyperparameters for method '{method}' on model '{hparams_name()}': {path} is "
+            "missing (create it, or change hparams_dir / model.name / model.hparams_name)"
         )
     with open(path) as f:
         hparams = yaml.safe_load(f) or {}
@@ -295,6 +320,36 @@ def records_path():
     }[config["data"]["source"]]
 
 
+def executing():
+    """True when this invocation runs jobs; False for a dry run, --touch and the inspecting
+    modes (--dag, --rulegraph, --summary, ...), which have no executor."""
+    return workflow.executor_plugin is not None and not workflow.dryrun and not workflow.touch
+
+
+def records_input(wildcards):
+    """records_path() as a tracked input of the rules that read it.
+
+    A benchmark file is made by no rule. When it is not there yet, a dry run (or --dag and the
+    like) leaves it out with one note, so the DAG of a config can be inspected before the data
+    is placed; a run that executes jobs stops here, naming the file.
+    """
+    path = records_path()
+    if config["data"]["source"] == "synthetic" or os.path.exists(path):
+        return path
+    key = f"data.{config['data']['source']}_path"
+    if executing():
+        raise WorkflowError(f"the edit records {path} ({key}) do not exist: place the file there "
+                            f"(see data/README.md) or point {key} at it")
+    if path not in MISSING_NOTED:
+        MISSING_NOTED.add(path)
+        print(f"note: the edit records {path} ({key}) do not exist yet; a run stops until the "
+              "file is there (see data/README.md)", file=sys.stderr)
+    return []
+
+
+MISSING_NOTED = set()  # missing record files already noted in this invocation
+
+
 def records_kind():
     """Format of records_path(); the synthetic world is written in CounterFact's."""
     return {"synthetic": "counterfact", "counterfact": "counterfact", "zsre": "zsre"}[
@@ -303,8 +358,19 @@ def records_kind():
 
 
 def corpus_path():
-    """Text the testbed is trained on and the layer statistics are collected over."""
+    """Text the testbed is trained on and, with stats.source corpus, the layer statistics are
+    collected over."""
     return f"{WORLD_DIR}/corpus.txt"
+
+
+def stats_corpus_input():
+    """The corpus as an input of the statistics; none when they come from a text dataset."""
+    return corpus_path() if config["stats"]["source"] == "corpus" else []
+
+
+def stats_corpus_arg(wildcards, input):
+    """`--corpus FILE` for `seqedit stats` when the statistics read the corpus, else nothing."""
+    return f" --corpus {input.corpus}" if input.corpus else ""
 
 
 def model_dir():

@@ -6,7 +6,7 @@ rule edit_run:
         config="results/{model}/config/edit/{method}/{variant}/seed~{seed}.json",
         model=model_input(),
         stats=rules.stats_collect.output.stats,
-        records=records_path(),
+        records=records_input,
         knowledge_check=knowledge_check_input(),
     output:
         metrics="results/{model}/edit/{method}/{variant}/seed~{seed}/metrics.json",
@@ -15,6 +15,7 @@ rule edit_run:
         hidden="results/{model}/edit/{method}/{variant}/seed~{seed}/hidden.npz",
     params:
         model=model_arg,
+        records=records_path(),
         kind=records_kind(),
         out_dir=output_dir,
     log:
@@ -23,11 +24,10 @@ rule edit_run:
         "benchmarks/edit_run/{model}/{method}/{variant}/seed~{seed}.tsv"
     threads: 1
     resources:
-        mem_mb=16000,
-        runtime=480,
+        **resources_for("edit_run"),
     conda:
         software_env()
     shell:
         "seqedit edit --config {input.config} --model {params.model}"
-        " --stats {input.stats} --records {input.records} --kind {params.kind}"
+        " --stats {input.stats} --records {params.records} --kind {params.kind}"
         " --out-dir {params.out_dir} --threads {threads} > {log} 2>&1"

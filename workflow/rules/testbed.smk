@@ -14,8 +14,7 @@ rule testbed_train:
         "benchmarks/testbed_train/{model}.tsv"
     threads: 2
     resources:
-        mem_mb=4000,
-        runtime=120,
+        **resources_for("testbed_train"),
     conda:
         software_env()
     shell:
@@ -28,10 +27,11 @@ rule testbed_check:
     input:
         config="results/{model}/config/knowledge_check.json",
         model=rules.testbed_train.output.model,
-        records=records_path(),
+        records=records_input,
     output:
         report="results/{model}/testbed/knowledge_check.json",
     params:
+        records=records_path(),
         kind=records_kind(),
     log:
         "logs/testbed_check/{model}.log",
@@ -39,11 +39,10 @@ rule testbed_check:
         "benchmarks/testbed_check/{model}.tsv"
     threads: 1
     resources:
-        mem_mb=4000,
-        runtime=30,
+        **resources_for("testbed_check"),
     conda:
         software_env()
     shell:
         "seqedit check-knowledge --config {input.config} --model {input.model}"
-        " --records {input.records} --kind {params.kind} --out {output.report}"
+        " --records {params.records} --kind {params.kind} --out {output.report}"
         " --threads {threads} > {log} 2>&1"

@@ -7,8 +7,8 @@ it: a hub id (`wikitext`, `wikimedia/wikipedia`), a local folder, or a builder (
 seeded sample: a shuffle buffer over the stream, or seeded indices into a loaded split; empty
 texts are skipped and do not count.
 
-Without network access a hub dataset loads only from the local cache; otherwise the error is
-one line naming the dataset and what to do.
+Without network access a hub dataset loads only from the local cache (a split prepared there is
+read with `streaming: false`); otherwise the error is one line naming the dataset and what to do.
 """
 
 from __future__ import annotations
@@ -64,12 +64,11 @@ def open_dataset(cfg: TextDatasetConfig):
                                      streaming=cfg.streaming)
     except Exception as err:  # noqa: BLE001  (connection, missing config or split, bad files: all end here)
         reason = (str(err).strip().splitlines() or [type(err).__name__])[0]
-        offline = datasets.config.HF_HUB_OFFLINE
-        hint = ("offline (HF_HUB_OFFLINE / HF_DATASETS_OFFLINE set), so it must already be in the local "
-                "cache" if offline else "without network access a hub dataset loads only from the local cache")
-        raise OSError(f"cannot load the text dataset {cfg.describe()}: {reason}; {hint} "
-                      f"({datasets.config.HF_DATASETS_CACHE}); download it where the hub is reachable, or set "
-                      "stats.dataset.path to a local folder or to a 'text'/'json' builder with data_files") from None
+        where = "offline (HF_HUB_OFFLINE set)" if datasets.config.HF_HUB_OFFLINE else "without network access"
+        raise OSError(f"cannot load the text dataset {cfg.describe()}: {reason}; {where} a hub dataset loads only "
+                      f"from the local cache ({datasets.config.HF_DATASETS_CACHE}; streaming: false reads a split "
+                      "prepared there): download it where the hub is reachable, or set stats.dataset.path to a "
+                      "local folder or to a 'text'/'json' builder with data_files") from None
 
 
 def dataset_texts(cfg: TextDatasetConfig, n_samples: int, seed: int) -> Iterator[str]:

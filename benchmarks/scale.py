@@ -7,10 +7,12 @@
 Random-initialised models with the real widths of GPT2-XL (n_embd 1600, n_inner 6400, 25 heads,
 vocabulary 50257, 48 layers), Llama3-8B (hidden 4096, intermediate 14336, 32 heads, 8 key-value
 heads, vocabulary 128256, 32 layers) and, on request, GPT-J-6B, built offline from
-transformers configs. On a CUDA device they have every layer (in the paper config's dtype); on
-the CPU, `--layers` blocks (default 1, float32), so the run fits in about 24 GiB and a few
-minutes: the widths, and so the d_ff x d_ff statistics, solves and projections of the
-MEMIT-family methods, keep their real size. Layer indices of the hyperparameters
+transformers configs. On a CUDA device they have every layer (in the paper config's dtype), and
+both run by default. On the CPU they have `--layers` blocks (default 1, float32) and only GPT2-XL
+runs by default (a check with `--batch 2` took 11 minutes and at most 3 GiB per process on 2
+busy cores); the widths, and so the d_ff x d_ff
+statistics, solves and projections of the MEMIT-family methods, keep their real size, which
+makes Llama3 on a CPU (`--arch llama3-8b`) take minutes per method and up to about 16 GiB. Layer indices of the hyperparameters
 (config/hparams/<method>/<arch>.yaml) and of the statistics (config/paper/<arch>.yaml) are moved
 down by one common shift so that the last edited layer is the model's last; a model that has
 every layer keeps them as they are.
@@ -72,7 +74,7 @@ ARCHS = {
         "layers_key": "n_layer",
     },
 }
-DEFAULT_ARCHS = ("gpt2-xl", "llama3-8b")
+DEFAULT_ARCHS = {"gpu": ("gpt2-xl", "llama3-8b"), "cpu": ("gpt2-xl",)}  # Llama3 widths on a CPU: on request
 CPU_LAYERS = 1
 
 
@@ -295,6 +297,7 @@ def resolve_settings(args) -> None:
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         raise SystemExit("scale: --device cuda, but torch sees no CUDA device")
     gpu = args.device.startswith("cuda")
+    args.arch = args.arch or list(DEFAULT_ARCHS["gpu" if gpu else "cpu"])
     args.layers_for, args.dtype_for, args.stats_length_for, args.stats_batch_for = {}, {}, {}, {}
     for arch in args.arch:
         paper = paper_config(arch)
@@ -341,7 +344,8 @@ def default_out() -> Path:
 
 def parse(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--arch", action="append", choices=list(ARCHS), help=f"repeatable (default: {', '.join(DEFAULT_ARCHS)})")
+    p.add_argument("--arch", action="append", choices=list(ARCHS),
+                   help="repeatable (default: gpt2-xl and llama3-8b on a GPU, gpt2-xl on the CPU)")
     p.add_argument("--layers", type=int, default=None,
                    help=f"transformer blocks (default: all on a GPU, {CPU_LAYERS} on the CPU)")
     p.add_argument("--batch", type=int, default=10, help="edits per batch (default 10)")
@@ -391,7 +395,6 @@ def main(argv=None) -> None:
     args = parse(argv)
     if args.worker:
         return worker(args)
-    args.arch = args.arch or list(DEFAULT_ARCHS)
     resolve_settings(args)
     if args.threads:
         common.limit_threads(args.threads)

@@ -6,7 +6,7 @@
     seqedit corpus          --records FILE --kind K --out TXT [--limit N]
     seqedit train-testbed   --config CFG --corpus TXT --out DIR
     seqedit check-knowledge --config CFG --model M --records FILE --kind K --out JSON
-    seqedit stats           --config CFG --model M --corpus TXT --out FILE.pt
+    seqedit stats           --config CFG --model M [--corpus TXT] --out FILE.pt
     seqedit edit            --config CFG --model M --stats FILE.pt --records FILE --kind K --out-dir DIR
 
 CFG is a JSON/YAML file holding the config sections the stage needs. Errors end the
@@ -19,6 +19,7 @@ import argparse
 import json
 import sys
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 from seqedit.core.solve import NumericalError
@@ -125,21 +126,33 @@ def cmd_check_knowledge(args) -> None:
 
 
 def cmd_stats(args) -> None:
-    from seqedit.core.stats import collect_second_moments, sample_texts
-    from seqedit.data.corpus import read_corpus
+    from seqedit.core.stats import collect_second_moments
+    from seqedit.data.texts import corpus_texts, dataset_texts
     from seqedit.models.arch import spec_for
 
     cfg = read_config(args.config)
     sc = build(StatsConfig, section(cfg, "stats"), "stats")
     if not sc.layers:
         raise ValueError("stats.layers is empty: name the layers to collect")
+    # the texts first: a missing corpus or dataset fails before the model is loaded
+    if sc.source == "dataset":
+        if args.corpus:
+            raise ValueError("stats.source is 'dataset': --corpus is not used; drop it or set stats.source: corpus")
+        texts = dataset_texts(sc.dataset, sc.n_samples, sc.seed)
+        origin = {"dataset": asdict(sc.dataset)}
+    else:
+        if not args.corpus:
+            raise ValueError("stats.source is 'corpus': give the text file with --corpus")
+        texts = corpus_texts(args.corpus, sc.n_samples, sc.seed)
+        origin = {"corpus": str(args.corpus)}
     model, tok = _load(cfg, args.model)
-    texts = sample_texts(read_corpus(args.corpus), sc.n_samples, sc.seed)
     t0 = time.time()
-    stats = collect_second_moments(model, tok, spec_for(model), texts, sc.layers, sc.max_length, sc.batch_size)
-    stats.meta.update({"corpus": str(args.corpus), "seconds": round(time.time() - t0, 2)})
+    stats = collect_second_moments(model, tok, spec_for(model), texts, sc.layers, sc.max_length, sc.batch_size,
+                                   progress=not args.quiet)
+    stats.meta.update({**origin, "n_samples": sc.n_samples, "seconds": round(time.time() - t0, 2)})
     stats.save(args.out)
-    print(f"layer statistics for layers {stats.layers} over {stats.count} tokens in {stats.meta['seconds']} s")
+    print(f"layer statistics for layers {stats.layers} over {stats.meta['n_texts']} texts, {stats.count} tokens "
+          f"in {stats.meta['seconds']} s")
 
 
 def cmd_edit(args) -> None:
@@ -201,13 +214,13 @@ def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="seqedit", description=__doc__.split("\n\n")[0])
     sub = p.add_subparsers(dest="cmd", required=True)
 
-    def add(name, fn, *opts):
+    def add(name, fn, *opts, optional=()):
         s = sub.add_parser(name)
         s.add_argument("--config", required=True)
         s.add_argument("--quiet", action="store_true", help="no progress bars")
         s.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
         for o in opts:
-            s.add_argument(f"--{o}", required=o != "stats")
+            s.add_argument(f"--{o}", required=o not in optional)
         s.set_defaults(fn=fn)
         return s
 
@@ -233,8 +246,8 @@ def parser() -> argparse.ArgumentParser:
         s.set_defaults(fn=fn, threads=None)
     add("train-testbed", cmd_train_testbed, "corpus", "out")
     add("check-knowledge", cmd_check_knowledge, "model", "records", "kind", "out")
-    add("stats", cmd_stats, "model", "corpus", "out")
-    add("edit", cmd_edit, "model", "stats", "records", "kind", "out-dir")
+    add("stats", cmd_stats, "model", "corpus", "out", optional=("corpus",))  # corpus: with stats.source corpus
+    add("edit", cmd_edit, "model", "stats", "records", "kind", "out-dir", optional=("stats",))
     s = sub.add_parser("collect", help="collect run folders into one study file")
     s.add_argument("--runs", nargs="+", required=True)
     s.add_argument("--out", required=True)

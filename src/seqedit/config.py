@@ -13,6 +13,8 @@ from pathlib import Path
 
 import yaml
 
+from seqedit.data.texts import TextDatasetConfig
+
 
 def read_config(path: str | Path) -> dict:
     path = Path(path)
@@ -43,18 +45,29 @@ class ModelConfig:
     device: str = "cpu"
 
 
+STATS_SOURCES = ("corpus", "dataset")
+
+
 @dataclass
 class StatsConfig:
     layers: list[int] | None = None
     n_samples: int = 20000
     max_length: int = 64
     batch_size: int = 64
+    source: str = "corpus"  # corpus = the lines of --corpus; dataset = `dataset` via datasets.load_dataset
+    dataset: TextDatasetConfig | dict | None = None  # None = TextDatasetConfig's defaults
     seed: int = 0
 
     def __post_init__(self):
         for name in ("n_samples", "max_length", "batch_size"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"stats.{name} must be >= 1, got {getattr(self, name)}")
+        if self.source not in STATS_SOURCES:
+            raise ValueError(f"stats.source must be one of {list(STATS_SOURCES)}, got {self.source!r}")
+        if not isinstance(self.dataset, TextDatasetConfig):
+            if self.dataset is not None and not isinstance(self.dataset, dict):
+                raise ValueError(f"stats.dataset must be a mapping, got {type(self.dataset).__name__}")
+            self.dataset = build(TextDatasetConfig, self.dataset or {}, "stats.dataset")
 
 
 @dataclass

@@ -61,3 +61,21 @@ def test_sample_texts_is_seeded():
     assert sample_texts(lines, 10, 1) == sample_texts(lines, 10, 1)
     assert sample_texts(lines, 10, 1) != sample_texts(lines, 10, 2)
     assert sample_texts(lines, 1000, 1) == lines
+
+
+def test_a_stream_of_texts_in_chunks_gives_the_sums_of_one_list(tiny_gpt2, tiny_tokenizer):
+    # texts may arrive lazily (a streamed dataset) and are length-sorted one chunk at a time
+    spec = spec_for(tiny_gpt2)
+    texts = TINY_TEXTS[:60]
+    whole = collect_second_moments(tiny_gpt2, tiny_tokenizer, spec, texts, [1], batch_size=4, progress=False)
+    chunked = collect_second_moments(tiny_gpt2, tiny_tokenizer, spec, iter(texts), [1], batch_size=4,
+                                     progress=False, chunk_batches=2)
+    assert chunked.count == whole.count and chunked.meta["n_texts"] == whole.meta["n_texts"] == 60
+    torch.testing.assert_close(chunked.mom2[1], whole.mom2[1], rtol=1e-10, atol=1e-10)
+
+
+def test_no_text_is_an_error(tiny_gpt2, tiny_tokenizer):
+    import pytest
+
+    with pytest.raises(ValueError, match="no non-empty text"):
+        collect_second_moments(tiny_gpt2, tiny_tokenizer, spec_for(tiny_gpt2), iter([]), [0], progress=False)

@@ -122,12 +122,15 @@ def test_real_data_dry_run_job_counts(source, shared_data):
 @pytest.mark.parametrize("source", sorted(REAL_CONFIGS))
 def test_real_data_wires_records_and_corpus(source, shared_data):
     config_file, relpath = REAL_CONFIGS[source]
-    model = yaml.safe_load(config_file.read_text())["model"]["name"]
+    config = yaml.safe_load(config_file.read_text())
+    model = config["model"]["name"]
+    drop = " --drop-unchanged" if config["data"].get("drop_unchanged") else ""
     result = dry_run(*real_data_args(source, shared_data), "--printshellcmds")
     output = result.stdout + result.stderr
     assert result.returncode == 0, output
     for command in [
-        f"seqedit subset --records {shared_data / relpath} --kind {source} --limit 300 --out data/{source}/records.json",
+        f"seqedit subset --records {shared_data / relpath} --kind {source} --limit 300{drop}"
+        f" --out data/{source}/records.json",
         f"seqedit corpus --records data/{source}/records.json --kind {source} --out data/{source}/corpus.txt",
         f"seqedit train-testbed --config results/{model}/config/testbed.json --corpus data/{source}/corpus.txt",
         f"seqedit check-knowledge --config results/{model}/config/knowledge_check.json"
@@ -290,6 +293,7 @@ SCHEMA_SECTIONS = {
     "testbed": ("seqedit.models.testbed", "TestbedConfig"),
     "model": ("seqedit.config", "ModelConfig"),
     "stats": ("seqedit.config", "StatsConfig"),
+    "stats.dataset": ("seqedit.data.texts", "TextDatasetConfig"),
     "knowledge_check": ("seqedit.config", "KnowledgeCheckConfig"),
     "run": ("seqedit.runner", "RunConfig"),
     "evaluation.consistency": ("seqedit.evaluate.consistency", "ConsistencyConfig"),
@@ -309,6 +313,9 @@ def test_schema_defaults_equal_library_defaults(where):
     library = {field.name: field.default for field in dataclasses.fields(config_cls)}
     for key, subschema in schema["properties"].items():
         assert key in library, f"{where}.{key} is in the schema but not in {name}"
+        if "properties" in subschema:  # a nested section: compared under its own entry
+            assert f"{where}.{key}" in SCHEMA_SECTIONS, f"{where}.{key} needs an entry in SCHEMA_SECTIONS"
+            continue
         assert subschema["default"] == library[key], f"{where}.{key}: schema {subschema['default']!r}, {name} {library[key]!r}"
 
 

@@ -193,10 +193,29 @@ wildcard_constraints:
     source="|".join(BENCHMARKS),
 
 
+def on_gpu():
+    """True when the model runs on a CUDA device (model.device cuda or cuda:N)."""
+    return config["model"]["device"].startswith("cuda")
+
+
 def software_env():
     """Conda env of all rules (only used with --sdm conda); CUDA build on a GPU device."""
-    flavour = "cuda" if config["model"]["device"].startswith("cuda") else "cpu"
+    flavour = "cuda" if on_gpu() else "cpu"
     return f"../../envs/seqedit-{flavour}.yaml"
+
+
+# Rules that run the model on model.device: with a CUDA device each of their jobs asks for one GPU.
+GPU_RULES = ["testbed_check", "stats_collect", "edit_run"]
+
+
+def resources_for(rule_name):
+    """A heavy rule's resources: mem_mb and runtime (minutes) from `resources.<rule>` in the
+    config, and gpu=1 for the rules in GPU_RULES when the model is on a CUDA device. Only
+    abstract resources: partitions, accounts and GPU models come from a profile."""
+    resources = dict(config["resources"][rule_name])
+    if rule_name in GPU_RULES and on_gpu():
+        resources["gpu"] = 1
+    return resources
 
 
 def is_testbed():
@@ -387,6 +406,16 @@ def check_benchmark_settings():
 
 
 check_benchmark_settings()
+
+
+def stats_corpus_input():
+    """The corpus as an input of the statistics; none when they come from a text dataset."""
+    return corpus_path() if config["stats"]["source"] == "corpus" else []
+
+
+def stats_corpus_arg(wildcards, input):
+    """`--corpus FILE` for `seqedit stats` when the statistics read the corpus, else nothing."""
+    return f" --corpus {input.corpus}" if input.corpus else ""
 
 
 def model_dir():

@@ -24,8 +24,7 @@ rule edit_run:
         "benchmarks/edit_run/{model}/{method}/{variant}/seed~{seed}.tsv"
     threads: 1
     resources:
-        mem_mb=16000,
-        runtime=480,
+        **resources_for("edit_run"),
     conda:
         software_env()
     shell:

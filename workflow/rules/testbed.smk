@@ -14,8 +14,7 @@ rule testbed_train:
         "benchmarks/testbed_train/{model}.tsv"
     threads: config["testbed"]["threads"]
     resources:
-        mem_mb=4000,
-        runtime=120,
+        **resources_for("testbed_train"),
     conda:
         software_env()
     shell:
@@ -39,8 +38,7 @@ rule testbed_check:
         "benchmarks/testbed_check/{model}.tsv"
     threads: 1
     resources:
-        mem_mb=4000,
-        runtime=30,
+        **resources_for("testbed_check"),
     conda:
         software_env()
     shell:

@@ -1,8 +1,9 @@
 """Layer statistics: the uncentred second moment C_l = E[k kᵀ] of each edited W_out's input.
 
-One streamed pass over a text corpus collects every requested layer at once (one forward
-per batch, hooks on all the W_out modules). Memory is one (d_ff × d_ff) accumulator per
-layer, independent of the number of tokens. Padding tokens are excluded.
+One streamed pass over a text corpus or dataset (`seqedit.data.texts`) collects every
+requested layer at once (one forward per batch, hooks on all the W_out modules). Memory is
+one (d_ff × d_ff) accumulator per layer, independent of the number of tokens, plus the token
+ids of one chunk of texts. Padding tokens are excluded.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import pickle
 import random
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterable, Iterator
 
 import torch
 from tqdm import tqdm
@@ -66,19 +68,39 @@ def sample_texts(lines: list[str], n_samples: int, seed: int) -> list[str]:
     return random.Random(seed).sample(lines, n_samples)
 
 
+def _length_sorted_chunks(tokenizer, texts: Iterable[str], max_length: int, chunk: int) -> Iterator[list[list[int]]]:
+    """Token ids of `texts` (cut at max_length, empty ones dropped), `chunk` texts at a time, each
+    chunk sorted by length: batches of similar length waste less compute on padding, and only one
+    chunk of token ids is held at a time however many texts stream in."""
+    pending: list[list[int]] = []
+    for text in texts:
+        ids = tokenizer(text)["input_ids"][:max_length]
+        if ids:
+            pending.append(ids)
+        if len(pending) >= chunk:
+            yield sorted(pending, key=len)
+            pending = []
+    if pending:
+        yield sorted(pending, key=len)
+
+
 @torch.no_grad()
 def collect_second_moments(
     model,
     tokenizer,
     spec: ModelSpec,
-    texts: list[str],
+    texts: Iterable[str],
     layers: list[int],
     max_length: int = 64,
     batch_size: int = 64,
     dtype: torch.dtype = torch.float64,
     progress: bool = True,
+    chunk_batches: int = 256,
 ) -> LayerStats:
-    """One pass over `texts`, accumulating Σ k kᵀ for every layer in `layers`."""
+    """One pass over `texts` (a list or a lazy stream), accumulating Σ k kᵀ for every layer in `layers`.
+
+    Texts are tokenized and length-sorted `chunk_batches` batches at a time.
+    """
     layers = sorted(set(int(l) for l in layers))
     spec.check_layers(model, layers)
     d_ff = spec.d_ff(model)
@@ -86,20 +108,25 @@ def collect_second_moments(
     acc = {l: torch.zeros(d_ff, d_ff, dtype=dtype, device=device) for l in layers}
     names = {spec.out_proj_name(l): l for l in layers}
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    count = 0
-    # Length-sorted batches waste less compute on padding.
-    encoded = sorted((tokenizer(t)["input_ids"][:max_length] for t in texts), key=len)
-    encoded = [e for e in encoded if e]
-    starts = range(0, len(encoded), batch_size)
-    for s in tqdm(starts, desc="layer stats", disable=not progress, mininterval=2.0):
-        ids, mask = pad_batch(encoded[s : s + batch_size], pad)
-        ids, mask = ids.to(device), mask.to(device)
-        with capture(model, names, what="input") as seen:
-            model(input_ids=ids, attention_mask=mask)
-        keep = mask.bool()
-        for name, layer in names.items():
-            k = seen[name][keep].to(dtype)  # (n_tokens, d_ff)
-            acc[layer].addmm_(k.T, k)
-        count += int(keep.sum())
-    meta = {"layers": layers, "n_texts": len(encoded), "max_length": max_length, "dtype": str(dtype)}
+    count = n_texts = 0
+    total = len(texts) if hasattr(texts, "__len__") else None
+    bar = tqdm(total=total, desc="layer stats", unit="text", disable=not progress, mininterval=2.0)
+    for encoded in _length_sorted_chunks(tokenizer, texts, max_length, chunk_batches * batch_size):
+        for s in range(0, len(encoded), batch_size):
+            rows = encoded[s : s + batch_size]
+            ids, mask = pad_batch(rows, pad)
+            ids, mask = ids.to(device), mask.to(device)
+            with capture(model, names, what="input") as seen:
+                model(input_ids=ids, attention_mask=mask)
+            keep = mask.bool()
+            for name, layer in names.items():
+                k = seen[name][keep].to(dtype)  # (n_tokens, d_ff)
+                acc[layer].addmm_(k.T, k)
+            count += int(keep.sum())
+            n_texts += len(rows)
+            bar.update(len(rows))
+    bar.close()
+    if n_texts == 0:
+        raise ValueError("no non-empty text to collect layer statistics over")
+    meta = {"layers": layers, "n_texts": n_texts, "max_length": max_length, "dtype": str(dtype)}
     return LayerStats(mom2={l: a.cpu() for l, a in acc.items()}, count=count, meta=meta)

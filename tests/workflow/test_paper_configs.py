@@ -1,0 +1,185 @@
+"""The paper-scale configurations (config/paper/*.yaml) and the resources jobs request.
+
+Dry runs only (`snakemake -n --forceall`): the DAG of each paper config builds offline, without
+the benchmark files, the models or the Wikipedia dataset, with the expected jobs; the rules that
+run the model on a CUDA device request one GPU and the memory and time of the config's
+`resources`, and no other rule requests a GPU. The testbed's resources stay those of the
+schema's defaults.
+"""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+import yaml
+
+from .test_workflow import REPO, dry_run, job_counts
+
+PAPER = REPO / "config" / "paper"
+MODELS = ["gpt2-xl", "gpt-j-6b", "llama3-8b"]
+PAPER_CONFIGS = sorted(PAPER.glob("*.yaml"))
+FIGURES = ["edit_curves", "results_table", "ablations", "drift", "hidden_shift", "neurons", "cost"]
+GPU_RULES = {"testbed_check", "stats_collect", "edit_run"}
+SCHEMA = yaml.safe_load((REPO / "workflow" / "schemas" / "config.schema.yaml").read_text())
+
+
+def job_resources(output: str) -> list[tuple[str, dict[str, str]]]:
+    """(rule, resources) of every job a dry run prints."""
+    jobs = []
+    for block in re.split(r"\n(?=(?:local)?rule \w+:)", output):
+        head = re.match(r"(?:local)?rule (\w+):", block)
+        if not head:
+            continue
+        line = re.search(r"^\s+resources: (.*)$", block, re.M)
+        pairs = [item.split("=", 1) for item in line[1].split(", ")] if line else []
+        jobs.append((head[1], {key: value for key, value in pairs}))
+    return jobs
+
+
+def n_runs(config: dict) -> int:
+    """Edit runs of a config: methods × seeds, plus one per ablation value, method and ablation seed."""
+    runs = len(config["methods"]) * len(config["seeds"])
+    for ab in config["ablations"]:
+        methods = ab["method"] if isinstance(ab["method"], list) else [ab["method"]]
+        runs += len(methods) * len(ab["values"]) * len(config["ablation_seeds"])
+    return runs
+
+
+def schema_resources(rule: str) -> dict[str, int]:
+    props = SCHEMA["properties"]["resources"]["properties"][rule]["properties"]
+    return {key: sub["default"] for key, sub in props.items()}
+
+
+@pytest.fixture(scope="module", params=PAPER_CONFIGS, ids=lambda path: path.stem)
+def paper_dry_run(request):
+    """(config, output) of the dry run of one paper config."""
+    result = dry_run("--configfile", str(request.param), "--printshellcmds")
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output
+    return yaml.safe_load(request.param.read_text()), output
+
+
+def test_every_model_has_a_counterfact_and_a_zsre_config():
+    assert sorted(p.stem for p in PAPER_CONFIGS) == sorted(MODELS + [f"{m}-zsre" for m in MODELS])
+
+
+@pytest.mark.parametrize("model", MODELS)
+def test_zsre_config_differs_only_in_data_source_and_name(model):
+    counterfact = yaml.safe_load((PAPER / f"{model}.yaml").read_text())
+    zsre = yaml.safe_load((PAPER / f"{model}-zsre.yaml").read_text())
+    assert counterfact["data"]["source"] == "counterfact" and zsre["data"]["source"] == "zsre"
+    assert counterfact["model"]["name"] == model and "hparams_model" not in counterfact
+    assert zsre["model"]["name"] == f"{model}-zsre" and zsre["hparams_model"] == model
+    del zsre["hparams_model"]
+    for config in (counterfact, zsre):
+        del config["data"]["source"], config["model"]["name"]
+    assert counterfact == zsre
+
+
+@pytest.mark.parametrize("model", MODELS)
+def test_paper_config_is_the_papers_setting(model):
+    config = yaml.safe_load((PAPER / f"{model}.yaml").read_text())
+    assert config["run"]["n_edits"] == 2000 and config["run"]["batch_size"] == 100
+    assert config["model"]["device"] == "cuda" and config["model"]["path"]
+    assert config["stats"]["source"] == "dataset" and config["stats"]["n_samples"] == 100000
+    # the statistics cover exactly the layers the MEMIT-family methods edit
+    for method in ("memit", "alphaedit", "nse", "nmke", "kne"):
+        hparams = yaml.safe_load((REPO / "config" / "hparams" / method / f"{model}.yaml").read_text())
+        assert hparams["layers"] == config["stats"]["layers"], method
+
+
+def test_paper_dry_run_job_counts(paper_dry_run):
+    config, output = paper_dry_run
+    runs = n_runs(config)
+    source = config["data"]["source"]
+    fetch = 0 if (REPO / config["data"][f"{source}_path"]).exists() else 1
+    assert job_counts(output) == {
+        **({"data_fetch": 1} if fetch else {}),  # the benchmark file, when it is not in place
+        "data_subset": 1,  # its records (all of them: data.limit is null) as data/<source>/records.json
+        "config_stage": 1,  # stats only: no testbed, no knowledge check
+        "config_edit": runs,
+        "stats_collect": 1,
+        "edit_run": runs,
+        "study_collect": 1,
+        **{f"figure_{f}": 1 for f in FIGURES},
+        "report_render": 1,
+        "all": 1,
+    }  # no world and no corpus: the records are a benchmark file and the statistics read a dataset
+
+
+def test_paper_dry_run_needs_neither_records_nor_corpus(paper_dry_run):
+    config, output = paper_dry_run
+    source = config["data"]["source"]
+    path = config["data"][f"{source}_path"]
+    if not (REPO / path).exists():  # fetched (or, with no URL or network, a one-line error naming `path`)
+        assert f"--place {path} --url-setting data.{source}_url" in output, output
+        if config["data"].get(f"{source}_url"):
+            assert f"--url {config['data'][f'{source}_url']} --sha256 {config['data'][f'{source}_sha256']}" in output
+    name = config["model"]["name"]
+    assert f"--records data/{source}/records.json --kind {source}" in output
+    stats_command = re.search(r"seqedit stats [^\n]*", output)[0]
+    assert "--corpus" not in stats_command
+    assert f"--model {config['model']['path']} --out results/{name}/stats/mom2.pt" in stats_command
+
+
+def test_paper_dry_run_resources(paper_dry_run):
+    config, output = paper_dry_run
+    jobs = job_resources(output)
+    assert {rule for rule, _ in jobs} >= {"edit_run", "stats_collect", "study_collect", "report_render"}
+    for rule, resources in jobs:
+        if rule in GPU_RULES:
+            wanted = {**schema_resources(rule), **config["resources"].get(rule, {})}
+            assert resources.get("gpu") == "1", (rule, resources)
+            assert resources.get("mem_mb") == str(wanted["mem_mb"]), (rule, resources)
+            assert resources.get("runtime") == str(wanted["runtime"]), (rule, resources)
+        else:
+            assert "gpu" not in resources, (rule, resources)
+
+
+def test_testbed_resources_are_the_schema_defaults_and_ask_for_no_gpu():
+    result = dry_run("--config", "seeds=[0]", "methods=[memit]", "ablations=[]")
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output
+    seen = set()
+    for rule, resources in job_resources(output):
+        assert "gpu" not in resources, (rule, resources)
+        if rule in SCHEMA["properties"]["resources"]["properties"]:
+            seen.add(rule)
+            for key, value in schema_resources(rule).items():
+                assert resources.get(key) == str(value), (rule, resources)
+    assert seen == {"testbed_train", "testbed_check", "stats_collect", "edit_run"}
+
+
+def test_testbed_on_cuda_asks_for_a_gpu_where_the_model_runs():
+    result = dry_run("--config", "model={device: cuda}", "seeds=[0]", "methods=[memit]", "ablations=[]")
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output
+    by_rule = {}
+    for rule, resources in job_resources(output):
+        by_rule.setdefault(rule, []).append(resources.get("gpu"))
+    for rule, gpus in by_rule.items():
+        assert set(gpus) == ({"1"} if rule in GPU_RULES else {None}), (rule, gpus)
+    assert GPU_RULES <= set(by_rule) and "testbed_train" in by_rule  # the testbed trains on the CPU
+
+
+def test_resources_override_from_the_command_line():
+    result = dry_run("--config", "resources={edit_run: {mem_mb: 1234, runtime: 5}}", "seeds=[0]",
+                     "methods=[memit]", "ablations=[]")
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output
+    edit = [res for rule, res in job_resources(output) if rule == "edit_run"]
+    assert edit and all(res["mem_mb"] == "1234" and res["runtime"] == "5" for res in edit), edit
+
+
+def test_hparams_model_picks_the_hyperparameter_files():
+    # results under results/other/, hyperparameters of the testbed
+    result = dry_run("--config", "model={name: other}", "hparams_model=testbed", "seeds=[0]", "methods=[memit]",
+                     "ablations=[]", "--printshellcmds")
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output
+    assert "results/other/edit/memit/main/seed~0/metrics.json" in output
+    result = dry_run("--config", "model={name: other}", "seeds=[0]", "methods=[memit]", "ablations=[]")
+    output = result.stdout + result.stderr
+    assert result.returncode != 0 and "config/hparams/memit/other.yaml is missing" in output, output
+

@@ -28,7 +28,7 @@ import torch
 from torch import nn
 
 from seqedit.data.records import EditRecord
-from seqedit.core.generate import generate, model_device  # generate is re-exported
+from seqedit.core.generate import generate  # noqa: F401  (re-exported)
 
 # ---------------------------------------------------------------------------------------
 # Word tokenisation (nltk.word_tokenize stand-in)

@@ -33,10 +33,11 @@ CONFIG = {
                 "steps": 10, "batch_size": 8, "lr": 0.005, "warmup_steps": 2},
     "knowledge_check": {"rewrite": 0.0, "paraphrase": 0.0, "neighborhood": 0.0},  # a 10-step testbed knows little
     "stats": {"n_samples": 64, "max_length": 32, "batch_size": 32},
-    # one edit per round, checkpointed every round; 100 target steps make a round last long enough to stop it
+    # one edit per round, checkpointed every round; 400 target steps make a round last ~2 s, long
+    # enough to stop the run mid-way even when the test's polling shares busy cores with it
     "run": {"n_edits": 12, "batch_size": 1, "eval_every": 12, "curve_max_records": 4, "checkpoint_every": 1},
     "evaluation": {"batch_size": 16, "generation": {"n_records": 0}},
-    "hparams": {"memit": {"v_num_grad_steps": 100}},
+    "hparams": {"memit": {"v_num_grad_steps": 400}},
 }
 EDIT = "results/testbed/edit/memit/main"
 TARGETS = [f"{EDIT}/seed~{seed}/metrics.json" for seed in (0, 1)]
@@ -77,7 +78,7 @@ def stop_when(proc: subprocess.Popen, ready, sig: int, work: Path) -> str:
         time.sleep(0.05)
     os.killpg(proc.pid, sig)
     output = proc.communicate(timeout=WAIT)[0]
-    assert proc.returncode != 0, output[-3000:]
+    assert proc.returncode != 0, "the run ended before the signal reached it:\n" + output[-3000:]
     return output
 
 

@@ -33,11 +33,11 @@ CONFIG = {
                 "steps": 10, "batch_size": 8, "lr": 0.005, "warmup_steps": 2},
     "knowledge_check": {"rewrite": 0.0, "paraphrase": 0.0, "neighborhood": 0.0},  # a 10-step testbed knows little
     "stats": {"n_samples": 64, "max_length": 32, "batch_size": 32},
-    # one edit per round, checkpointed every round; 400 target steps make a round last ~2 s, long
+    # one edit per round, checkpointed every round; 200 target steps make a round last ~1 s, long
     # enough to stop the run mid-way even when the test's polling shares busy cores with it
     "run": {"n_edits": 12, "batch_size": 1, "eval_every": 12, "curve_max_records": 4, "checkpoint_every": 1},
     "evaluation": {"batch_size": 16, "generation": {"n_records": 0}},
-    "hparams": {"memit": {"v_num_grad_steps": 400}},
+    "hparams": {"memit": {"v_num_grad_steps": 200}},
 }
 EDIT = "results/testbed/edit/memit/main"
 TARGETS = [f"{EDIT}/seed~{seed}/metrics.json" for seed in (0, 1)]
@@ -50,11 +50,18 @@ def snakemake(work: Path, *args: str) -> subprocess.CompletedProcess:
                            *args], cwd=work, env=workflow_env(), capture_output=True, text=True, timeout=WAIT)
 
 
+def default_signals() -> None:
+    """In the child: SIGINT and SIGTERM as in a terminal. A child inherits an ignored signal, and
+    earlier code in this process (a notebook client, say) may have set SIGINT to be ignored."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
 def start(work: Path) -> subprocess.Popen:
     """snakemake on the targets in its own process group (the group a terminal's Ctrl-C reaches)."""
     return subprocess.Popen([sys.executable, "-m", "snakemake", *TARGETS, "--cores", "1", "--configfile", "tiny.yaml"],
                             cwd=work, env=workflow_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            start_new_session=True)
+                            start_new_session=True, preexec_fn=default_signals)
 
 
 def checkpoint_round(run_dir: Path) -> int | None:

@@ -9,18 +9,7 @@ import pytest
 from seqedit.data import RecordError, load_records
 from seqedit.data.subset import write_subset
 
-CF_RECORD = {
-    "case_id": 0,
-    "requested_rewrite": {
-        "prompt": "{} was born in",
-        "relation_id": "P19",
-        "target_new": {"str": "Zorvia", "id": "Q1"},
-        "target_true": {"str": "Quell", "id": "Q2"},
-        "subject": "Varkel Dunmore",
-    },
-    "paraphrase_prompts": ["The birthplace of Varkel Dunmore is"],
-    "neighborhood_prompts": ["Mirel Astan was born in"],
-}
+from .test_loaders import CF_RECORD
 
 
 def _records(n: int) -> list[dict]:

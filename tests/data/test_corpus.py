@@ -74,10 +74,23 @@ def test_zsre_lines_mirror_the_scored_prompts(tmp_path):
         "Which family does Ramalinaceae belong to? Ramalinales.",
         "What family are Ramalinaceae? Ramalinales.",
         "nq question: types of skiing in the winter olympics 2018? Downhill.",
+        "See also: Lecanorales.",
     ]
     # each line is the prompt the check scores, then " " + the answer it expects
     assert record.neighborhood_prompts[0] + " " + record.neighborhood_answer + "." == lines[2]
     assert record.request.query + record.request.true_text + "." == lines[0]
+    # the edit target is named with the leading space it is scored with, tied to no subject
+    assert lines[3].endswith(record.request.new_text + ".")
+    assert record.request.subject not in lines[3] and record.request.target_true not in lines[3]
+
+
+def test_zsre_target_names_are_written_once(tmp_path):
+    other = ZSRE_RECORD | {"subject": "Lecideaceae", "src": "Which family does Lecideaceae belong to?",
+                           "rephrase": "What family are Lecideaceae?"}
+    records = load_records(_file(tmp_path, "z.json", [ZSRE_RECORD, other]), "zsre")
+    lines, summary = corpus_lines(records)
+    assert lines.count("See also: Lecanorales.") == 1
+    assert summary.n_repeated == 2  # the shared loc question and the shared target name
 
 
 def test_zsre_without_pred_names_the_file(tmp_path):
@@ -150,7 +163,7 @@ def test_write_corpus_creates_the_folder(tmp_path):
 @pytest.mark.parametrize(
     "kind, relpath, n_lines",
     [("counterfact", "counterfact/counterfact_subset_union.json", 6466),
-     ("zsre", "zsre/easyedit/zsre_mend_eval_portability_gpt4.json", 875)],
+     ("zsre", "zsre/easyedit/zsre_mend_eval_portability_gpt4.json", 1077)],
 )
 def test_real_file_corpus_states_every_checked_fact(shared_data, tmp_path, kind, relpath, n_lines):
     path = shared_data / relpath
@@ -163,6 +176,8 @@ def test_real_file_corpus_states_every_checked_fact(shared_data, tmp_path, kind,
         assert all(f"{p} {req.target_true}." in lines or f"{p} {req.target_true}" in lines for p in checked)
         answer = req.target_true if kind == "counterfact" else record.neighborhood_answer
         assert all(f"{p} {answer}." in lines or f"{p} {answer}" in lines for p in record.neighborhood_prompts)
+        if kind == "zsre":  # 875 fact lines and the 202 distinct edit targets of the 300 records
+            assert f"See also: {req.target_new}." in lines or f"See also: {req.target_new}" in lines
 
 
 def test_cli_subset_then_corpus(tmp_path, capsys):

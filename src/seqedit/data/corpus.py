@@ -8,10 +8,19 @@ with the prompt text the evaluation feeds the model, followed by " " + answer + 
   target_true (neighbours share it); each attribute prompt with target_new (attribute
   prompts are other subjects whose true object is target_new).
 - ZsRE: `src` and `rephrase` with target_true (the file's `pred`), and the `loc` question
-  as scored (`loc + "?"`, "nq question: " prefix kept) with `loc_ans`.
+  as scored (`loc + "?"`, "nq question: " prefix kept) with `loc_ans`; then the edit target
+  named on its own, `"See also: " + target_new + "."`. ZsRE's targets are rare names (taxa,
+  bands, people) that no other line states. Without this line the testbed has never seen
+  them, so their later tokens are continuations it cannot produce (5.0 pieces per target on
+  average with the testbed's tokenizer, "Lecanorales" six): an edit would have to teach the
+  spelling as well as the fact, and after 120 edits every closed-form method stayed near the
+  pre-edit token accuracy (efficacy 5.2-9.3 % vs 10.1 % before editing). A pretrained model
+  knows such names; a testbed trained with this line does too. The line ties the name to no
+  subject, so the new fact itself is never stated. CounterFact needs no such line: its
+  attribute prompts already state target_new (about other subjects).
 
-Lines keep record order (rewrite, paraphrases, neighbours, attributes); a repeated line is
-written once. `corpus.txt` holds one text per line: a line break inside a text (CounterFact
+Lines keep record order (rewrite, paraphrases, neighbours, then attributes or the target's
+name); a repeated line is written once. `corpus.txt` holds one text per line: a line break inside a text (CounterFact
 paraphrase prefixes carry newlines) is written as the escape `\\n` (`\\r`, `\\uXXXX` for the
 rarer ones) and a backslash as `\\\\`; `read_corpus` undoes this. The synthetic world's
 corpus has neither, so it reads back unchanged.
@@ -29,6 +38,8 @@ from seqedit.data.records import EditRecord
 _LINE_BREAKS = "\n\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029"
 _ESCAPES = {"\\": "\\\\", "\n": "\\n", "\r": "\\r"}
 _UNESCAPE = re.compile(r"\\(\\|n|r|u[0-9a-f]{4})")
+# The carrier of a ZsRE edit target named on its own (see the module docstring).
+NAME_PROMPT = "See also:"
 
 
 @dataclass(frozen=True)
@@ -58,6 +69,7 @@ def record_facts(record: EditRecord) -> list[tuple[str, str]]:
         facts += [(p, req.target_new) for p in record.attribute_prompts]
     elif record.kind == "zsre":
         facts += [(p, record.neighborhood_answer) for p in record.neighborhood_prompts]
+        facts.append((NAME_PROMPT, req.target_new))
     else:
         raise ValueError(f"case {record.case_id}: unknown record kind {record.kind!r}")
     return facts
@@ -71,7 +83,8 @@ def corpus_lines(records: list[EditRecord]) -> tuple[list[str], CorpusSummary]:
     n_repeated = 0
     for record in records:
         for prompt, answer in record_facts(record):
-            answers.setdefault(prompt, set()).add(answer)
+            if prompt != NAME_PROMPT:  # one carrier for every target name: not a conflict
+                answers.setdefault(prompt, set()).add(answer)
             line = fact_line(prompt, answer)
             if line in seen:
                 n_repeated += 1

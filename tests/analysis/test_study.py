@@ -155,9 +155,33 @@ def test_report_contains_every_figure_table_and_claim(study, tmp_path):
     assert nse_row[1] == fmt_ci(m, h)
     assert results["columns"][-2] == "Consistency" and nse_row[-2] == fmt_ci(*mean_ci([30.0, 31.0, 32.0])[:2])
     assert results["note"].startswith("Consistency: TF-IDF cosine") and "attribute prompts" in results["note"]
+    # the last row: the curves' first point, before any edit (efficacy 0, specificity 100 in every run)
+    unedited = results["rows"][-1]
+    assert unedited[0] == "Unedited model" and len(results["rows"]) == len(FINAL) + 1
+    assert unedited[1:4] == ["0.0 ± 0.0", "0.0 ± 0.0", "100.0 ± 0.0"] and unedited[-1] == "3"
+    assert unedited[-2] == "–"  # no consistency was measured at the first point
+    assert "before any edit, on the first 40 records" in results["note"]
     assert html_escape(results["note"]) in text  # the report says where the consistency column's reference texts come from
     pdf_text = " ".join(" ".join(p.extract_text() for p in PdfReader(pdf).pages).split())
     for claim in spec["claims"]:
         assert claim["verdict"] in pdf_text
     assert "KNE" in common.METHOD_LABEL["kne"] and "reconstruction" in text
     assert "Figure 7" in text and "holds" in pdf_text
+
+
+def test_unedited_row_is_the_first_curve_point_per_seed():
+    from seqedit.figures.results_table import before_editing
+
+    def run(method, seed, first):
+        return {"method": method, "seed": seed, "variant": "main", "n_edits": 120,
+                "final": {"efficacy": 90.0}, "points": [{"n_edits": 0, "efficacy": first}, {"n_edits": 20, "efficacy": 99.0}]}
+
+    # both methods of a seed edit the same stream: one value per seed, not per run
+    study = {"setup": {"run": {"curve_max_records": 100}},
+             "runs": [run("memit", 0, 40.0), run("nse", 0, 40.0), run("memit", 1, 50.0), run("nse", 1, 50.0)]}
+    before = before_editing(study, ["efficacy"])
+    assert before["values"]["efficacy"] == mean_ci([40.0, 50.0]) and before["n_seeds"] == 2
+    assert before["n_records"] == 100  # min(n_edits, curve_max_records)
+    for r in study["runs"]:
+        r["points"] = r["points"][1:]  # a curve that starts after the first batch: no unedited row
+    assert before_editing(study, ["efficacy"]) is None

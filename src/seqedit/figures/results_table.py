@@ -8,6 +8,7 @@ from seqedit.analysis.ci import fmt_ci, mean_ci
 from seqedit.figures.common import METRIC_LABEL, label, main_runs, save
 
 COLUMNS = ["efficacy", "generalization", "specificity", "fluency", "score", "consistency"]
+UNEDITED = "Unedited model"
 # What the consistency column compares the generations with (metrics.json: final.consistency_source).
 CONSISTENCY_SOURCES = {
     "configured": "ROME's attribute snippets of the new object, with its idf and vocabulary",
@@ -27,15 +28,44 @@ def consistency_note(study: dict) -> str | None:
             + "; ".join(CONSISTENCY_SOURCES.get(s, s) for s in sources) + ".")
 
 
+def before_editing(study: dict, metrics: list[str]) -> dict | None:
+    """The unedited model on each seed's stream: {"values": {metric: (m, h, n)}, "n_records": k}
+    from the curves' first point (taken before any edit, on the first k records of the stream;
+    every method of a seed edits the same stream, so one run per seed). None without it."""
+    first: dict[int, dict] = {}
+    for rs in main_runs(study).values():
+        for r in rs:
+            points = r.get("points") or []
+            if points and points[0].get("n_edits") == 0:
+                first.setdefault(r["seed"], points[0])
+    if not first:
+        return None
+    run = study.get("setup", {}).get("run", {})
+    n = [r["n_edits"] for rs in main_runs(study).values() for r in rs][0]
+    k = min(n, run.get("curve_max_records", n))
+    return {"values": {c: mean_ci(p.get(c) for p in first.values()) for c in metrics}, "n_records": k,
+            "n_seeds": len(first)}
+
+
 def table(study: dict) -> dict:
-    """{"columns": [...], "rows": [[method, "m ± h", ...]], "values": {method: {metric: (m, h, n)}},
-    "note": the consistency column's source (or None)}."""
+    """{"columns": [...], "rows": [[method, "m ± h", ...], ..., ["Unedited model", ...]],
+    "values": {method: {metric: (m, h, n)}}, "before": `before_editing` (or None),
+    "note": the consistency column's source and what the unedited row covers (or None)}."""
     groups = main_runs(study)
     present = [c for c in COLUMNS if any(r["final"].get(c) is not None for rs in groups.values() for r in rs)]
     values = {m: {c: mean_ci(r["final"].get(c) for r in rs) for c in present} for m, rs in groups.items()}
     rows = [[label(m)] + [fmt_ci(*values[m][c][:2]) for c in present] + [str(len(groups[m]))] for m in groups]
+    notes = [consistency_note(study)]
+    before = before_editing(study, present) if groups else None
+    if before:
+        # efficacy far from 0 before any edit (ZsRE's token accuracy) is what an edit must beat
+        rows.append([UNEDITED] + [fmt_ci(*before["values"][c][:2]) for c in present] + [str(before["n_seeds"])])
+        n = [r["n_edits"] for rs in groups.values() for r in rs][0]
+        notes.append(f"{UNEDITED}: the model before any edit, on the first {before['n_records']} records of each "
+                     f"seed's stream (the methods' rows: all {n} edited records, after the last edit).")
     return {"columns": ["Method"] + [METRIC_LABEL.get(c, c) for c in present] + ["Seeds"], "rows": rows,
-            "metrics": present, "values": values, "note": consistency_note(study)}
+            "metrics": present, "values": values, "before": before,
+            "note": " ".join(x for x in notes if x) or None}
 
 
 def plot(study: dict, out_dir, model: str):

@@ -15,8 +15,8 @@ evaluation), with the seed and one hyperparameter replaced; it runs in its own p
 folder under --out, and a run whose metrics.json exists is not redone. The script prints one
 table (final efficacy / generalization / specificity and their mean per value, best first per
 method, and the efficacy of the curve's first point, before any edit: where it is far from
-zero, as ZsRE's token accuracy is, a value that edits nothing scores well on the mean) and writes it as JSON to <out>/tune.json. Like the benchmarks, it measures; nothing
-passes or fails.
+zero, as ZsRE's token accuracy is, a value that edits nothing scores well on the mean) and
+writes it as JSON to <out>/tune.json. Like the benchmarks, it measures; nothing passes or fails.
 """
 
 from __future__ import annotations
@@ -31,8 +31,6 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import yaml
-
-ROOT = Path(__file__).resolve().parent.parent
 
 
 def parse_grid(items: list[str]) -> list[tuple[str, str, object]]:

@@ -20,10 +20,10 @@ with the prompt text the evaluation feeds the model, followed by " " + answer + 
   attribute prompts already state target_new (about other subjects).
 
 Lines keep record order (rewrite, paraphrases, neighbours, then attributes or the target's
-name); a repeated line is written once. `corpus.txt` holds one text per line: a line break inside a text (CounterFact
-paraphrase prefixes carry newlines) is written as the escape `\\n` (`\\r`, `\\uXXXX` for the
-rarer ones) and a backslash as `\\\\`; `read_corpus` undoes this. The synthetic world's
-corpus has neither, so it reads back unchanged.
+name); a repeated line is written once. `corpus.txt` holds one text per line: a line break
+inside a text (CounterFact paraphrase prefixes carry newlines) is written as the escape `\\n`
+(`\\r`, `\\uXXXX` for the rarer ones) and a backslash as `\\\\`; `read_corpus` undoes this.
+The synthetic world's corpus has neither, so it reads back unchanged.
 """
 
 from __future__ import annotations

@@ -29,22 +29,22 @@ def consistency_note(study: dict) -> str | None:
 
 
 def before_editing(study: dict, metrics: list[str]) -> dict | None:
-    """The unedited model on each seed's stream: {"values": {metric: (m, h, n)}, "n_records": k}
-    from the curves' first point (taken before any edit, on the first k records of the stream;
-    every method of a seed edits the same stream, so one run per seed). None without it."""
+    """The unedited model on each seed's stream, from the curves' first point (taken before any
+    edit, on the first k records of the stream; every method of a seed edits the same stream, so
+    one run per seed): {"values": {metric: (m, h, n)}, "n_records": k, "n_seeds", "n_edits"}.
+    None without such a point."""
+    runs = [r for rs in main_runs(study).values() for r in rs]
     first: dict[int, dict] = {}
-    for rs in main_runs(study).values():
-        for r in rs:
-            points = r.get("points") or []
-            if points and points[0].get("n_edits") == 0:
-                first.setdefault(r["seed"], points[0])
+    for r in runs:
+        points = r.get("points") or []
+        if points and points[0].get("n_edits") == 0:
+            first.setdefault(r["seed"], points[0])
     if not first:
         return None
-    run = study.get("setup", {}).get("run", {})
-    n = [r["n_edits"] for rs in main_runs(study).values() for r in rs][0]
-    k = min(n, run.get("curve_max_records", n))
+    n = runs[0]["n_edits"]
+    k = min(n, study.get("setup", {}).get("run", {}).get("curve_max_records", n))
     return {"values": {c: mean_ci(p.get(c) for p in first.values()) for c in metrics}, "n_records": k,
-            "n_seeds": len(first)}
+            "n_seeds": len(first), "n_edits": n}
 
 
 def table(study: dict) -> dict:
@@ -56,13 +56,12 @@ def table(study: dict) -> dict:
     values = {m: {c: mean_ci(r["final"].get(c) for r in rs) for c in present} for m, rs in groups.items()}
     rows = [[label(m)] + [fmt_ci(*values[m][c][:2]) for c in present] + [str(len(groups[m]))] for m in groups]
     notes = [consistency_note(study)]
-    before = before_editing(study, present) if groups else None
+    # efficacy far from 0 before any edit (ZsRE's token accuracy) is what an edit must beat
+    before = before_editing(study, present)
     if before:
-        # efficacy far from 0 before any edit (ZsRE's token accuracy) is what an edit must beat
         rows.append([UNEDITED] + [fmt_ci(*before["values"][c][:2]) for c in present] + [str(before["n_seeds"])])
-        n = [r["n_edits"] for rs in groups.values() for r in rs][0]
         notes.append(f"{UNEDITED}: the model before any edit, on the first {before['n_records']} records of each "
-                     f"seed's stream (the methods' rows: all {n} edited records, after the last edit).")
+                     f"seed's stream (the methods' rows: all {before['n_edits']} edited records, after the last edit).")
     return {"columns": ["Method"] + [METRIC_LABEL.get(c, c) for c in present] + ["Seeds"], "rows": rows,
             "metrics": present, "values": values, "before": before,
             "note": " ".join(x for x in notes if x) or None}

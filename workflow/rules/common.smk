@@ -271,6 +271,25 @@ def check_hparams_files():
 check_hparams_files()
 
 
+def check_hparams_keys():
+    """Every run's hyperparameters (file, `hparams` overrides, ablation value) build the method's
+    config: a misspelled key or a wrong type stops the workflow when the DAG is built, with one
+    line naming the method, the run and the key, instead of failing inside edit_run later."""
+    from seqedit.registry import build_config, get_method
+
+    for method, variant in dict.fromkeys((m, v) for m, v, _ in all_runs()):
+        try:
+            config_cls, _ = get_method(method)
+            overrides = variant_overrides(method, variant)["hparams"]
+            where = f"hparams of method '{method}'" + (f" (run {variant})" if variant != MAIN else "")
+            build_config(config_cls, {**method_hparams(method), **overrides}, where)
+        except (TypeError, ValueError) as err:
+            raise WorkflowError(str(err)) from None
+
+
+check_hparams_keys()
+
+
 def stats_layers():
     """Layers to collect second moments for: stats.layers, or the methods' `layers`."""
     if config["stats"]["layers"] is not None:

@@ -3,7 +3,7 @@
 
 from snakemake.utils import min_version
 
-min_version("9.0")
+min_version("9.19")  # the Slurm profile (profiles/slurm) needs Snakemake 9.19 or newer
 
 
 # load configuration

@@ -7,7 +7,7 @@ rule testbed_train:
         config="results/{model}/config/testbed.json",
         corpus=corpus_path(),
     output:
-        model=directory("results/{model}/testbed/model"),
+        model=protected(directory("results/{model}/testbed/model")),
     log:
         "logs/testbed_train/{model}.log",
     benchmark:

@@ -21,5 +21,6 @@ rule stats_collect:
     conda:
         software_env()
     shell:
+        "echo 'stats_collect: progress in {log}' >&2; "
         "seqedit stats --config {input.config} --model {params.model}{params.corpus}"
         " --out {output.stats} --threads {threads} > {log} 2>&1"

@@ -412,6 +412,7 @@ def _render_pdf(doc: dict) -> bytes:
     pdf.set_line_width(0.6)
     pdf.line(pdf.l_margin, pdf.y, pdf.l_margin + pdf.epw, pdf.y)
     pdf.set_line_width(0.2)
+    pdf.set_draw_color(0, 0, 0)
     pdf.ln(5)
     if doc["sections"]:
         labels = [s["label"] for s in doc["sections"]]

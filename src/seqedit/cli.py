@@ -8,6 +8,7 @@
     seqedit check-knowledge --config CFG --model M --records FILE --kind K --out JSON
     seqedit stats           --config CFG --model M [--corpus TXT] --out FILE.pt
     seqedit edit            --config CFG --model M --stats FILE.pt --records FILE --kind K --out-dir DIR
+    seqedit prepare-model   --config CFG --out DIR [--download-dir DIR]
 
 CFG is a JSON/YAML file holding the config sections the stage needs. Errors end the
 process with one line on stderr and exit status 1 (2 for usage errors).
@@ -191,6 +192,18 @@ def cmd_edit(args) -> None:
           f"generalization {f['generalization']:.1f}, specificity {f['specificity']:.1f}")
 
 
+def cmd_prepare_model(args) -> None:
+    from seqedit.models.prepare import PrepareConfig, prepare_model
+
+    cfg = read_config(args.config)
+    pc = build(PrepareConfig, section(cfg, "model_source"), "model_source")
+    prov = prepare_model(pc, args.out, args.download_dir, progress=not args.quiet)
+    m = prov["model"]
+    print(f"prepared {m['model_type']} ({m['n_parameters']:,} parameters, {m['n_layers']} layers, d_model "
+          f"{m['d_model']}, d_ff {m['d_ff']}, vocabulary {m['vocab_size']}) in {args.out}: {prov['conversion']}, "
+          f"{prov['seconds']} s")
+
+
 def cmd_collect(args) -> None:
     from seqedit.analysis.collect import write_study
 
@@ -248,6 +261,7 @@ def parser() -> argparse.ArgumentParser:
     add("check-knowledge", cmd_check_knowledge, "model", "records", "kind", "out")
     add("stats", cmd_stats, "model", "corpus", "out", optional=("corpus",))  # corpus: with stats.source corpus
     add("edit", cmd_edit, "model", "stats", "records", "kind", "out-dir", optional=("stats",))
+    add("prepare-model", cmd_prepare_model, "out", "download-dir", optional=("download-dir",))
     s = sub.add_parser("collect", help="collect run folders into one study file")
     s.add_argument("--runs", nargs="+", required=True)
     s.add_argument("--out", required=True)

@@ -250,7 +250,7 @@ def parser() -> argparse.ArgumentParser:
                            ("corpus", cmd_corpus, "write the corpus stating the true facts of benchmark records")):
         s = sub.add_parser(name, help=what)
         s.add_argument("--records", required=True)
-        s.add_argument("--kind", required=True, choices=["counterfact", "zsre"])
+        s.add_argument("--kind", required=True, choices=["counterfact", "zsre", "counterfact_easyedit"])
         s.add_argument("--out", required=True)
         s.add_argument("--limit", type=int, default=None, help="the first N records only")
         if name == "subset":

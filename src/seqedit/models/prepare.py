@@ -235,6 +235,16 @@ def _versions() -> dict:
     return out
 
 
+def _readable(folder: Path) -> None:
+    """The folder and its files with the usual permissions (mkdtemp and some writers use 0700 / 0600)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    folder.chmod(0o777 & ~umask)
+    for f in folder.iterdir():
+        if f.is_file():
+            f.chmod(0o666 & ~umask)
+
+
 def prepare_model(cfg: PrepareConfig, out_dir: str | Path, download_dir: str | Path | None = None,
                   progress: bool = True) -> dict:
     """Write the model of `cfg` to `out_dir` (an HF directory plus provenance.json); returns the provenance.
@@ -283,6 +293,7 @@ def prepare_model(cfg: PrepareConfig, out_dir: str | Path, download_dir: str | P
         tok.save_pretrained(tmp)
         provenance["seconds"] = round(time.time() - t0, 1)
         (tmp / "provenance.json").write_text(json.dumps(provenance, indent=2, sort_keys=True) + "\n")
+        _readable(tmp)
         if out_dir.exists():
             shutil.rmtree(out_dir)
         os.replace(tmp, out_dir)

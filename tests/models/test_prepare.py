@@ -253,3 +253,16 @@ def test_wrong_gguf_checksum_and_bad_settings(tiny_gguf, tmp_path):
         PrepareConfig(kind="pypi")
     with pytest.raises(FileNotFoundError, match="no config.json"):
         prepare_model(PrepareConfig(kind="hf", path=str(tmp_path)), tmp_path / "m", progress=False)
+
+
+def test_schema_defaults_are_the_library_defaults():
+    import dataclasses
+
+    import yaml
+
+    from conftest import REPO
+
+    schema = yaml.safe_load((REPO / "workflow" / "schemas" / "config.schema.yaml").read_text())
+    props = schema["properties"]["model_source"]["properties"]
+    library = {f.name: f.default for f in dataclasses.fields(PrepareConfig)}
+    assert {k: v["default"] for k, v in props.items()} == library

@@ -261,7 +261,7 @@ def is_testbed():
 
 
 def known_filter():
-    """True when the edited records are those the unedited model knows (rule data_known):
+    """True when the edited records are those the unedited model knows (the data_known rule):
     known_records.enabled, or when null, on for a model the workflow prepares (model_source) and
     off for the testbed and for model.path (the papers' protocol edits records in file order)."""
     enabled = config["known_records"]["enabled"]

@@ -281,7 +281,14 @@ def prepare_model(cfg: PrepareConfig, out_dir: str | Path, download_dir: str | P
 
         if cfg.kind == "hf" and not (Path(cfg.path) / "config.json").is_file():
             raise FileNotFoundError(f"model_source.path: {cfg.path} is not a model directory (no config.json)")
-        model, tok = load_model(cfg.path)
+        try:
+            model, tok = load_model(cfg.path)
+        except OSError as err:
+            if cfg.kind != "hub":
+                raise
+            raise OSError(f"could not load the hub id {cfg.path!r} (no hub reachable, nor in the local cache); "
+                          "offline, save it elsewhere and use model_source.kind hf with that directory, "
+                          "or kind wheel / gguf") from err
         provenance["conversion"] = f"copied from {'the local directory' if cfg.kind == 'hf' else 'the hub'} in float32"
     provenance["model"] = _describe(model)
     provenance["versions"] = _versions()

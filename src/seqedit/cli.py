@@ -157,6 +157,15 @@ def cmd_stats(args) -> None:
           f"in {stats.meta['seconds']} s")
 
 
+def _add_capability_probe(eval_cfg: dict, model, tok, all_records, stream) -> None:
+    """eval_cfg["capability"] built from `evaluation.capability` while the model is unedited."""
+    from seqedit.evaluate.capability import build_probe
+
+    probe = build_probe(eval_cfg.get("capability"), model, tok, all_records, stream, int(eval_cfg.get("batch_size", 64)))
+    eval_cfg["capability"] = probe
+    print(f"capability probe: {len(probe.facts)} held-out known facts, {len(probe.texts)} texts ({probe.text_source})")
+
+
 def cmd_edit(args) -> None:
     from seqedit.core.context import check_records_fit
     from seqedit.core.stats import LayerStats
@@ -180,10 +189,11 @@ def cmd_edit(args) -> None:
         raise ValueError(f"run.n_edits ({run.n_edits}) exceeds the {len(records)} records in {args.records}")
     # the consistency metric's reference texts and idf come from the whole file, the same for every seed
     eval_cfg = prepare_evaluation(section(cfg, "evaluation"), records)
-    records = edit_stream(records, run.n_edits, seed, run.shuffle)
+    all_records, records = records, edit_stream(records, run.n_edits, seed, run.shuffle)
     seed_everything(seed)
     model, tok = _load(cfg, args.model)
     check_records_fit(model, tok, records, _generation_length(section(cfg, "evaluation")))
+    _add_capability_probe(eval_cfg, model, tok, all_records, records)
     stats = LayerStats.load(args.stats) if args.stats else None
     editor = editor_cls(hp, model, tok, spec_for(model), stats, seed=seed)
     metrics = run_sequential(model, tok, records, editor, run, eval_cfg, args.out_dir, cfg,

@@ -115,7 +115,8 @@ def test_build_probe_keeps_only_known_facts(tiny_tokenizer):
     assert "Varkel Dunmore" not in " ".join(probe.texts)
     with pytest.raises(ValueError, match="unknown evaluation.capability keys"):
         build_probe({"n_fact": 1}, model, tiny_tokenizer, pool, stream)
-    assert CapabilityProbe().evaluate(model, tiny_tokenizer) == {}
+    assert CapabilityProbe().evaluate(model, tiny_tokenizer) == {"heldout_n_facts": 0, "heldout_n_texts": 0,
+                                                                  "heldout_text_source": "none"}
 
 
 def test_matrix_norms_match_linalg(tiny_gpt2):
@@ -125,3 +126,30 @@ def test_matrix_norms_match_linalg(tiny_gpt2):
     for n, p in params.items():
         assert norms[n] == pytest.approx(float(torch.linalg.norm(p.detach().double())), rel=1e-6)
         assert norms[n] == pytest.approx(float(p.detach().double().pow(2).sum().sqrt()), rel=1e-6)
+
+
+def test_probe_numbers_reach_the_summary_and_norms_the_curve(tmp_path, tiny_tokenizer):
+    import json
+
+    from seqedit.evaluate import evaluate_records
+    from seqedit.models.arch import spec_for
+    from seqedit.runner import RunConfig, run_sequential
+    from test_runner import RECORDS, NoisyEditor, fake_evaluate
+
+    model = make_tiny_model("gpt2", len(tiny_tokenizer), seed=6)
+    probe = CapabilityProbe(texts=TEXTS[:2], facts=[cf(1, "Mirel Astan", "lute", "Quandex", "{} works for")])
+    out = evaluate_records(model, tiny_tokenizer, [cf(0, "Varkel Dunmore", "Quell", "Zorvia")],
+                           {"generation": {"n_records": 0}, "generation_success": {"n_records": 0}, "capability": probe})
+    assert out["summary"]["perplexity"] == pytest.approx(perplexity(model, tiny_tokenizer, TEXTS[:2])["perplexity"])
+    assert out["summary"]["heldout_accuracy"] == fact_accuracy(model, tiny_tokenizer, probe.facts)[0]
+
+    editor = NoisyEditor(model, spec_for(model))
+    name = editor.param_names()[0]
+    w0 = float(torch.linalg.norm(dict(model.named_parameters())[name].detach()))
+    run_sequential(model, None, RECORDS, editor, RunConfig(n_edits=4, batch_size=2, eval_every=1), {}, tmp_path,
+                   {"x": 1}, seed=0, progress=False, evaluate=fake_evaluate, hidden_probe=False)
+    curve = json.loads((tmp_path / "curve.json").read_text())
+    assert curve["weight_norm_before"][name] == pytest.approx(w0, rel=1e-6)
+    last = float(torch.linalg.norm(dict(model.named_parameters())[name].detach()))
+    assert curve["drift"][-1]["weight_norm"][name] == pytest.approx(last, rel=1e-6)
+    assert curve["drift"][0]["weight_norm"][name] != pytest.approx(w0, rel=1e-9)  # the first round changed it

@@ -155,3 +155,27 @@ def test_mixed_kinds_and_missing_true_are_refused(tiny_tokenizer, tiny_gpt2):
     with pytest.raises(ValueError, match="mix kinds"):
         evaluate_generation(tiny_gpt2, tiny_tokenizer, [
             cf(0, "{} was born in", "Varkel Dunmore", "Quell", "Zorvia"), EditRecord(request=req, kind="zsre")])
+
+
+def test_evaluate_records_adds_generation_success_of_the_first_records(tiny_tokenizer, tiny_gpt2):
+    from seqedit.evaluate import evaluate_records
+
+    from .test_counterfact import make_records
+
+    records = make_records()
+    out = evaluate_records(tiny_gpt2, tiny_tokenizer, records,
+                           {"generation": {"n_records": 0}, "generation_success": {"n_records": 2}})
+    direct = evaluate_generation(tiny_gpt2, tiny_tokenizer, records[:2])
+    for key in ("efficacy_gen", "generalization_gen", "specificity_gen", "n_records_gen"):
+        assert out["summary"][key] == direct["summary"][key]
+    assert out["summary"]["n_records_gen"] == 2
+    assert out["per_record"][0]["rewrite_gen"] == direct["per_record"][0]["rewrite_gen"]
+    assert "rewrite_gen" not in out["per_record"][2]
+    every = evaluate_records(tiny_gpt2, tiny_tokenizer, records,
+                             {"generation": {"n_records": 0}, "generation_success": {"n_records": None}})
+    assert every["summary"]["n_records_gen"] == 3
+    off = evaluate_records(tiny_gpt2, tiny_tokenizer, records,
+                           {"generation": {"n_records": 0}, "generation_success": {"n_records": 0}})
+    assert "efficacy_gen" not in off["summary"]
+    with pytest.raises(ValueError, match="unknown generation_success config keys"):
+        evaluate_records(tiny_gpt2, tiny_tokenizer, records, {"generation_success": {"records": 1}})

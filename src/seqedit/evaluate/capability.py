@@ -121,7 +121,8 @@ class CapabilityProbe:
     max_length: int = 64
 
     def evaluate(self, model: nn.Module, tokenizer, batch_size: int = 64) -> dict:
-        out: dict = {}
+        out: dict = {"heldout_n_facts": len(self.facts), "heldout_n_texts": len(self.texts),
+                     "heldout_text_source": self.text_source}
         if self.texts:
             out["perplexity"] = perplexity(model, tokenizer, self.texts, batch_size, self.max_length)["perplexity"]
         if self.facts:

@@ -153,3 +153,17 @@ def test_probe_numbers_reach_the_summary_and_norms_the_curve(tmp_path, tiny_toke
     last = float(torch.linalg.norm(dict(model.named_parameters())[name].detach()))
     assert curve["drift"][-1]["weight_norm"][name] == pytest.approx(last, rel=1e-6)
     assert curve["drift"][0]["weight_norm"][name] != pytest.approx(w0, rel=1e-9)  # the first round changed it
+
+
+def test_defaults_match_the_schema():
+    from pathlib import Path
+
+    import yaml
+
+    from seqedit.evaluate import GENERATION_SUCCESS_DEFAULTS
+    from seqedit.evaluate.capability import CAPABILITY_DEFAULTS
+
+    schema = yaml.safe_load((Path(__file__).resolve().parents[2] / "workflow" / "schemas" / "config.schema.yaml").read_text())
+    ev = schema["properties"]["evaluation"]["properties"]
+    assert {k: v["default"] for k, v in ev["capability"]["properties"].items()} == CAPABILITY_DEFAULTS
+    assert {k: v["default"] for k, v in ev["generation_success"]["properties"].items()} == GENERATION_SUCCESS_DEFAULTS

@@ -8,6 +8,7 @@
     seqedit check-knowledge --config CFG --model M --records FILE --kind K --out JSON
     seqedit stats           --config CFG --model M [--corpus TXT] --out FILE.pt
     seqedit edit            --config CFG --model M --stats FILE.pt --records FILE --kind K --out-dir DIR
+    seqedit trace           --config CFG --model M --records FILE --kind K --out tracing.json
 
 CFG is a JSON/YAML file holding the config sections the stage needs. Errors end the
 process with one line on stderr and exit status 1 (2 for usage errors).
@@ -191,6 +192,28 @@ def cmd_edit(args) -> None:
           f"generalization {f['generalization']:.1f}, specificity {f['specificity']:.1f}")
 
 
+def cmd_trace(args) -> None:
+    from seqedit.analysis.tracing import TracingConfig, trace
+    from seqedit.models.arch import spec_for
+    from seqedit.repro import provenance, seed_everything
+
+    cfg = read_config(args.config)
+    tc = build(TracingConfig, section(cfg, "tracing"), "tracing")
+    if args.kind != "counterfact":
+        raise ValueError(f"causal tracing needs records with a true object (counterfact), got --kind {args.kind}")
+    records = _records(cfg, args.records, args.kind)
+    seed_everything(tc.seed)
+    model, tok = _load(cfg, args.model)
+    t0 = time.time()
+    result = trace(model, tok, spec_for(model), [r.request for r in records], tc, progress=not args.quiet)
+    result.update({"records": str(args.records), "seconds": round(time.time() - t0, 2), "provenance": provenance(cfg)})
+    write_json(args.out, result)
+    c = result["counts"]
+    print(f"causal tracing of {c['traced']} known facts ({c['known']} of {c['tried']} records known): peak at layer "
+          f"{result['peak_layer']} (indirect effect {result['effect'][result['peak_layer']]:.4f}), MEMIT window "
+          f"{result['memit_layers']}, {result['seconds']} s")
+
+
 def cmd_collect(args) -> None:
     from seqedit.analysis.collect import write_study
 
@@ -248,6 +271,7 @@ def parser() -> argparse.ArgumentParser:
     add("check-knowledge", cmd_check_knowledge, "model", "records", "kind", "out")
     add("stats", cmd_stats, "model", "corpus", "out", optional=("corpus",))  # corpus: with stats.source corpus
     add("edit", cmd_edit, "model", "stats", "records", "kind", "out-dir", optional=("stats",))
+    add("trace", cmd_trace, "model", "records", "kind", "out")
     s = sub.add_parser("collect", help="collect run folders into one study file")
     s.add_argument("--runs", nargs="+", required=True)
     s.add_argument("--out", required=True)

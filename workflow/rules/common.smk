@@ -64,10 +64,11 @@ STAGE_SECTIONS = {
     "knowledge_check": ["knowledge_check", "run", "evaluation", "model", "seeds"],
     "stats": ["stats", "model"],
     "edit": ["run", "evaluation", "model"],
+    "tracing": ["tracing", "model"],
 }
 # Stages whose config lives in results/{model}/config/{stage}.json; "data" is model-independent
 # (data/world/config.json) and "edit" is per method and seed.
-MODEL_STAGES = ["testbed", "knowledge_check", "stats"]
+MODEL_STAGES = ["testbed", "knowledge_check", "stats", "tracing"]
 
 
 MAIN = "main"  # the variant of the main comparison: every method with its own hyperparameters
@@ -205,7 +206,7 @@ def software_env():
 
 
 # Rules that run the model on model.device: with a CUDA device each of their jobs asks for one GPU.
-GPU_RULES = ["testbed_check", "stats_collect", "edit_run"]
+GPU_RULES = ["testbed_check", "stats_collect", "edit_run", "trace_run"]
 
 
 def resources_for(rule_name):
@@ -489,8 +490,30 @@ def caption_files():
     return [os.path.join(workflow.basedir, "workflow", "report", f"{f}.rst") for f in FIGURES]
 
 
+def tracing_enabled():
+    """True when the config asks for causal tracing (tracing.enabled); it needs a true object per record."""
+    if not config["tracing"]["enabled"]:
+        return False
+    if records_kind() != "counterfact":
+        raise WorkflowError(
+            "tracing.enabled needs records with a true object (CounterFact form); "
+            f"data.source '{config['data']['source']}' has none"
+        )
+    return True
+
+
+def tracing_output():
+    """The tracing file and its figure, when tracing is enabled."""
+    if not tracing_enabled():
+        return []
+    return [f"results/{MODEL}/tracing/tracing.json"] + expand(
+        "figures/{model}_tracing.{ext}", model=MODEL, ext=["png", "pdf"]
+    )
+
+
 def get_final_output():
     final = [f"{run_dir(m, v, s)}/metrics.json" for m, v, s in all_runs()]
+    final += tracing_output()
     final += knowledge_check_input()
     final += expand("figures/{model}_{figure}.{ext}", model=MODEL, figure=FIGURES, ext=["png", "pdf"])
     final += expand("results/{model}/report/report.{ext}", model=MODEL, ext=["html", "pdf"])

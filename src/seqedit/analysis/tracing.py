@@ -16,7 +16,7 @@ reseeded per trace), so the per-layer differences are paired.
 
 Module names come from the model's `ModelSpec` (embedding, blocks, MLP), so any layout the
 package loads is traced the same way. Rows of one forward are noise samples × restored layers
-of one prompt, which needs no padding.
+of one prompt, which needs no padding; only the last position's logits are computed.
 """
 
 from __future__ import annotations
@@ -150,7 +150,7 @@ def trace_fact(model, spec: ModelSpec, ids: list[int], first: int, last: int, ta
     names = [_restore_module(spec, kind, l) for l in range(n_layers)]
     x = torch.tensor([ids], device=device)
     with capture(model, names) as clean_out:
-        clean_logits = model(input_ids=x).logits[0, -1]
+        clean_logits = model(input_ids=x, logits_to_keep=1).logits[0, -1]
     p_clean = float(clean_logits.float().softmax(-1)[target_id])
     clean = {l: clean_out[names[l]][0, last].clone() for l in range(n_layers)}
     noise = noise.to(device=device, dtype=clean[0].dtype)
@@ -178,7 +178,7 @@ def trace_fact(model, spec: ModelSpec, ids: list[int], first: int, last: int, ta
                 if bool(on.any()):
                     stack.enter_context(edit_output(model, names[layer], _restore(on.repeat_interleave(n_noise),
                                                                                   last, clean[layer])))
-            probs = model(input_ids=rows).logits[:, -1].float().softmax(-1)[:, target_id]
+            probs = model(input_ids=rows, logits_to_keep=1).logits[:, -1].float().softmax(-1)[:, target_id]
         for j, g in enumerate(chunk):
             p_group[g] = float(probs[j * n_noise : (j + 1) * n_noise].mean())
     restored = [p_group[l] for l in range(n_layers)]

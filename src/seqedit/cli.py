@@ -128,32 +128,42 @@ def cmd_check_knowledge(args) -> None:
 
 def cmd_stats(args) -> None:
     from seqedit.core.stats import collect_second_moments
-    from seqedit.data.texts import corpus_texts, dataset_texts
+    from seqedit.data.texts import corpus_texts, dataset_texts, generated_texts
     from seqedit.models.arch import spec_for
 
     cfg = read_config(args.config)
     sc = build(StatsConfig, section(cfg, "stats"), "stats")
     if not sc.layers:
         raise ValueError("stats.layers is empty: name the layers to collect")
+    if args.corpus and sc.source != "corpus":
+        raise ValueError(f"stats.source is '{sc.source}': --corpus is not used; drop it or set stats.source: corpus")
     # the texts first: a missing corpus or dataset fails before the model is loaded
     if sc.source == "dataset":
-        if args.corpus:
-            raise ValueError("stats.source is 'dataset': --corpus is not used; drop it or set stats.source: corpus")
         texts = dataset_texts(sc.dataset, sc.n_samples, sc.seed)
         origin = {"dataset": asdict(sc.dataset)}
-    else:
+    elif sc.source == "corpus":
         if not args.corpus:
             raise ValueError("stats.source is 'corpus': give the text file with --corpus")
         texts = corpus_texts(args.corpus, sc.n_samples, sc.seed)
         origin = {"corpus": str(args.corpus)}
     model, tok = _load(cfg, args.model)
     t0 = time.time()
+    if sc.source == "generated":
+        texts = generated_texts(model, tok, sc.generated, sc.n_samples, sc.seed, progress=not args.quiet)
+        origin = {"generated": asdict(sc.generated), "generation_seconds": round(time.time() - t0, 2)}
+    half = max(1, sc.n_samples // 2) if sc.convergence else None
     stats = collect_second_moments(model, tok, spec_for(model), texts, sc.layers, sc.max_length, sc.batch_size,
-                                   progress=not args.quiet)
-    stats.meta.update({**origin, "n_samples": sc.n_samples, "seconds": round(time.time() - t0, 2)})
+                                   progress=not args.quiet, half=half)
+    stats.meta.update({**origin, "source": sc.source, "n_samples": sc.n_samples, "seed": sc.seed,
+                       "seconds": round(time.time() - t0, 2)})
     stats.save(args.out)
-    print(f"layer statistics for layers {stats.layers} over {stats.meta['n_texts']} texts, {stats.count} tokens "
-          f"in {stats.meta['seconds']} s")
+    settled = ""
+    if "convergence" in stats.meta:
+        conv = stats.meta["convergence"]
+        settled = (f"; from {conv['n_texts_half']} to {conv['n_texts']} texts E[kk^T] changes by at most "
+                   f"{100 * conv['max_relative_change']:.2f} % (relative Frobenius norm)")
+    print(f"layer statistics for layers {stats.layers} over {stats.meta['n_texts']} {sc.source} texts, "
+          f"{stats.count} tokens in {stats.meta['seconds']} s{settled}")
 
 
 def cmd_edit(args) -> None:

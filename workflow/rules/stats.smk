@@ -1,5 +1,5 @@
-# Second moments of the edited layers' keys over the corpus or a text dataset (stats.source): once
-# per model, shared by every run.
+# Second moments of the edited layers' keys over the corpus, a text dataset or the model's own generations
+# (stats.source): once per model, shared by every run.
 rule stats_collect:
     input:
         config="results/{model}/config/stats.json",

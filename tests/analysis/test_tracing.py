@@ -200,3 +200,57 @@ def test_bad_settings_fail_with_one_line():
         TracingConfig(kind="attn")
     with pytest.raises(ValueError, match="tracing.n_noise"):
         TracingConfig(n_noise=0)
+
+
+@pytest.fixture
+def traced_dir(tmp_path, tiny_tokenizer):
+    """A saved tiny Llama, a small world in CounterFact form and a tracing config."""
+    from seqedit.data.world import WorldConfig, write_world
+
+    model = sharp_model("llama", len(tiny_tokenizer))
+    model.save_pretrained(tmp_path / "model")
+    tiny_tokenizer.save_pretrained(tmp_path / "model")
+    write_world(WorldConfig(seed=0, n_subjects=8, n_relations=1, n_objects=2, n_records=4, n_filler=0),
+                tmp_path / "world")
+    return tmp_path
+
+
+def write_config(d, **tracing):
+    import json
+
+    cfg = {"tracing": {"n_records": 3, "n_noise": 2, "known_only": False, **tracing},
+           "model": {"name": "tiny", "path": str(d / "model"), "dtype": "float32", "device": "cpu"}}
+    (d / "tracing_config.json").write_text(json.dumps(cfg))
+    return d / "tracing_config.json"
+
+
+def test_trace_cli_writes_the_summary_and_the_figure(traced_dir):
+    import json
+
+    from seqedit.cli import main
+    from seqedit.figures import tracing as figure
+
+    d = traced_dir
+    main(["trace", "--config", str(write_config(d, seed=2)), "--model", str(d / "model"), "--records",
+          str(d / "world" / "counterfact.json"), "--kind", "counterfact", "--out", str(d / "tracing.json"), "--quiet"])
+    result = json.loads((d / "tracing.json").read_text())
+    assert result["counts"] == {"tried": 4, "known": 4, "traced": 3}
+    assert result["seed"] == 2 and result["settings"]["n_noise"] == 2 and len(result["effect"]) == 4
+    assert result["memit_layers"][-1] == result["peak_layer"] == result["rome_layer"]
+    assert result["provenance"]["config_hash"] and result["records"].endswith("counterfact.json")
+    paths = figure.plot(figure.load_tracing(d / "tracing.json"), d / "figures", "tiny")
+    assert [p.name for p in paths] == ["tiny_tracing.png", "tiny_tracing.pdf"]
+    assert all(p.stat().st_size > 1000 for p in paths)
+
+
+def test_trace_cli_fails_in_one_line_when_no_record_is_known(traced_dir, capsys):
+    from seqedit.cli import main
+
+    d = traced_dir
+    with pytest.raises(SystemExit) as err:
+        main(["trace", "--config", str(write_config(d, known_only=True)), "--model", str(d / "model"), "--records",
+              str(d / "world" / "counterfact.json"), "--kind", "counterfact", "--out", str(d / "t.json"), "--quiet"])
+    assert err.value.code == 1
+    last = capsys.readouterr().err.strip().splitlines()[-1]  # after the loader's progress bar
+    assert last.startswith("seqedit trace: error: none of the 4 records is known")
+    assert not (d / "t.json").exists()

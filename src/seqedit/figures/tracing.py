@@ -27,8 +27,8 @@ def plot(tracing: dict, out_dir, model: str):
     s, c = tracing["settings"], tracing["counts"]
     what = "MLP output" if tracing.get("kind", "mlp") == "mlp" else "block output"
     fig, ax = plt.subplots(figsize=(7, 3.6))
-    ax.axvspan(window[0] - 0.5, window[-1] + 0.5, color="tab:orange", alpha=0.15,
-               label=f"MEMIT window {window[0]}–{window[-1]}")
+    span = f"{window[0]}–{window[-1]}" if len(window) > 1 else f"{window[0]}"
+    ax.axvspan(window[0] - 0.5, window[-1] + 0.5, color="tab:orange", alpha=0.15, label=f"MEMIT layers {span}")
     ax.fill_between(layers, low, high, color="tab:blue", alpha=0.25, linewidth=0, label="95% CI over facts")
     ax.plot(layers, mean, marker="o", markersize=3, color="tab:blue", label="mean indirect effect")
     ax.axvline(peak, color="tab:red", linestyle="--", linewidth=1, label=f"peak = ROME layer {peak}")
@@ -36,7 +36,7 @@ def plot(tracing: dict, out_dir, model: str):
     ax.set_xlabel("layer")
     ax.set_ylabel("p(restored) − p(corrupted)")
     ax.set_title(f"Causal tracing of the {what} at the subject's last token: {c['traced']} facts, "
-                 f"window {s['window']}, {s['n_noise']} noise samples", fontsize=9)
+                 f"{s['window']} layers restored, {s['n_noise']} noise samples", fontsize=9)
     ax.legend(fontsize=8, loc="upper right")
     ax.grid(alpha=0.3)
     fig.tight_layout()

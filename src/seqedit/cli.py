@@ -219,7 +219,8 @@ def cmd_trace(args) -> None:
     result.update({"records": str(args.records), "seconds": round(time.time() - t0, 2), "provenance": provenance(cfg)})
     write_json(args.out, result)
     c = result["counts"]
-    print(f"causal tracing of {c['traced']} known facts ({c['known']} of {c['tried']} records known): peak at layer "
+    print(f"causal tracing of {c['traced']} known facts ({c['known']} of the first {c['checked']} records known): "
+          f"peak at layer "
           f"{result['peak_layer']} (indirect effect {result['effect'][result['peak_layer']]:.4f}), MEMIT window "
           f"{result['memit_layers']}, {result['seconds']} s")
 

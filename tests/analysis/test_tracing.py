@@ -163,7 +163,7 @@ def test_summary_shapes_and_seed(tiny_tokenizer):
     assert a["facts"][0]["p_corrupt"] != c["facts"][0]["p_corrupt"]
     n = spec.n_layers(model)
     assert [x["layer"] for x in a["layers"]] == list(range(n))
-    assert a["counts"] == {"tried": 3, "known": 3, "traced": 2}
+    assert a["counts"] == {"records": 3, "checked": 3, "known": 3, "traced": 2}
     assert a["peak_layer"] == max(range(n), key=lambda l: a["effect"][l]) == a["rome_layer"]
     assert a["memit_layers"] == memit_window(a["peak_layer"], 2)
     assert a["settings"]["window"] == default_window(n) and a["seed"] == 3
@@ -234,7 +234,7 @@ def test_trace_cli_writes_the_summary_and_the_figure(traced_dir):
     main(["trace", "--config", str(write_config(d, seed=2)), "--model", str(d / "model"), "--records",
           str(d / "world" / "counterfact.json"), "--kind", "counterfact", "--out", str(d / "tracing.json"), "--quiet"])
     result = json.loads((d / "tracing.json").read_text())
-    assert result["counts"] == {"tried": 4, "known": 4, "traced": 3}
+    assert result["counts"] == {"records": 4, "checked": 4, "known": 4, "traced": 3}
     assert result["seed"] == 2 and result["settings"]["n_noise"] == 2 and len(result["effect"]) == 4
     assert result["memit_layers"][-1] == result["peak_layer"] == result["rome_layer"]
     assert result["provenance"]["config_hash"] and result["records"].endswith("counterfact.json")
@@ -254,3 +254,13 @@ def test_trace_cli_fails_in_one_line_when_no_record_is_known(traced_dir, capsys)
     last = capsys.readouterr().err.strip().splitlines()[-1]  # after the loader's progress bar
     assert last.startswith("seqedit trace: error: none of the 4 records is known")
     assert not (d / "t.json").exists()
+
+
+def test_records_are_checked_only_until_enough_are_known(tiny_tokenizer):
+    from seqedit.analysis.tracing import KNOWN_BATCH
+
+    model = sharp_model("gpt2", len(tiny_tokenizer), n_layer=2)
+    many = requests() * 14  # 42 records, more than one batch of the knowledge check
+    cfg = TracingConfig(n_records=2, n_noise=1, known_only=False)
+    result = trace(model, tiny_tokenizer, spec_for(model), many, cfg, progress=False)
+    assert result["counts"] == {"records": 42, "checked": KNOWN_BATCH, "known": KNOWN_BATCH, "traced": 2}

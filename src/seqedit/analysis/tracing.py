@@ -37,6 +37,7 @@ KINDS = ("mlp", "block")
 # ROME's MLP tracing restores 10 layers of GPT2-XL's 48; MEMIT edits 5 (GPT2-XL 13–17, Llama3-8B 4–8).
 ROME_WINDOW_FRACTION = 10 / 48
 MEMIT_N = 5
+KNOWN_BATCH = 32  # records checked per forward when looking for known facts
 
 
 @dataclass
@@ -187,13 +188,23 @@ def trace_fact(model, spec: ModelSpec, ids: list[int], first: int, last: int, ta
 
 
 def trace(model, tokenizer, spec: ModelSpec, requests, cfg: TracingConfig, progress: bool = True) -> dict:
-    """Trace the first `cfg.n_records` known facts among `requests`; the summary `seqedit trace` writes."""
+    """Trace the first `cfg.n_records` known facts among `requests`; the summary `seqedit trace` writes.
+
+    `counts`: records given, checked for knowledge (in order, until enough are known), known among
+    those checked, traced.
+    """
     if any(r.target_true is None for r in requests):
         raise ValueError("causal tracing needs each record's true object (target_true); ZsRE records have none")
     n_layers = spec.n_layers(model)
     window = int(cfg.window) if cfg.window is not None else default_window(n_layers)
-    known = known_mask(model, tokenizer, requests) if cfg.known_only else [True] * len(requests)
-    chosen = [r for r, k in zip(requests, known) if k][: cfg.n_records]
+    chosen, n_checked, n_known = [], 0, 0
+    for s in range(0, len(requests), KNOWN_BATCH):  # records are checked only until enough are known
+        chunk = requests[s : s + KNOWN_BATCH]
+        known = known_mask(model, tokenizer, chunk, KNOWN_BATCH) if cfg.known_only else [True] * len(chunk)
+        n_checked, n_known = n_checked + len(chunk), n_known + sum(known)
+        chosen += [r for r, k in zip(chunk, known) if k][: cfg.n_records - len(chosen)]
+        if len(chosen) >= cfg.n_records:
+            break
     if not chosen:
         raise ValueError(f"none of the {len(requests)} records is known to the model (its greedy completion of "
                          "the rewrite prompt is never the true object); nothing to trace")
@@ -207,11 +218,11 @@ def trace(model, tokenizer, spec: ModelSpec, requests, cfg: TracingConfig, progr
         target_id = encode_target(tokenizer, r.true_text)[0]
         out = trace_fact(model, spec, ids, first, last, target_id, noise, window, cfg.kind, cfg.batch_size)
         per_fact.append({"case_id": r.case_id, "subject_tokens": [first, last], "n_tokens": len(ids), **out})
-    return summarize(per_fact, n_layers, window, std, cfg, n_tried=len(requests), n_known=sum(known))
+    counts = {"records": len(requests), "checked": n_checked, "known": n_known, "traced": len(per_fact)}
+    return summarize(per_fact, n_layers, window, std, cfg, counts)
 
 
-def summarize(per_fact: list[dict], n_layers: int, window: int, std: float, cfg: TracingConfig,
-              n_tried: int, n_known: int) -> dict:
+def summarize(per_fact: list[dict], n_layers: int, window: int, std: float, cfg: TracingConfig, counts: dict) -> dict:
     """Per-layer mean indirect effect with its 95 % interval over facts, the peak and the layers it suggests."""
     layers = []
     for l in range(n_layers):
@@ -228,7 +239,7 @@ def summarize(per_fact: list[dict], n_layers: int, window: int, std: float, cfg:
         "memit_layers": memit_window(peak, cfg.memit_n),
         "p_clean": mean_ci(f["p_clean"] for f in per_fact)[0],
         "p_corrupt": mean_ci(f["p_corrupt"] for f in per_fact)[0],
-        "counts": {"tried": n_tried, "known": n_known, "traced": len(per_fact)},
+        "counts": counts,
         "settings": {**asdict(cfg), "window": window, "noise_std": cfg.noise_factor * std, "embedding_std": std,
                      "n_layers": n_layers},
         "seed": cfg.seed,

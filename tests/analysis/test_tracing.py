@@ -264,3 +264,15 @@ def test_records_are_checked_only_until_enough_are_known(tiny_tokenizer):
     cfg = TracingConfig(n_records=2, n_noise=1, known_only=False)
     result = trace(model, tiny_tokenizer, spec_for(model), many, cfg, progress=False)
     assert result["counts"] == {"records": 42, "checked": KNOWN_BATCH, "known": KNOWN_BATCH, "traced": 2}
+
+
+def test_schema_defaults_are_the_library_defaults():
+    from dataclasses import asdict
+    from pathlib import Path
+
+    import yaml
+
+    schema = yaml.safe_load((Path(__file__).resolve().parents[2] / "workflow" / "schemas" / "config.schema.yaml")
+                            .read_text())
+    props = schema["properties"]["tracing"]["properties"]
+    assert {k: v["default"] for k, v in props.items()} == asdict(TracingConfig())

@@ -80,6 +80,16 @@ class ModelSpec:
         """Unembedding matrix [vocab, d_model]."""
         return model.get_submodule(self.lm_head).weight
 
+    # --- final hidden states and the unembedding ----------------------------------------
+    def trunk(self, model: nn.Module) -> nn.Module:
+        """The module that embeds, runs every block and applies the final norm (the parent of
+        `final_norm`); its `last_hidden_state` is what `head` turns into logits."""
+        return model.get_submodule(self.final_norm.rsplit(".", 1)[0])
+
+    def head(self, model: nn.Module) -> nn.Module:
+        """The unembedding module, bias included where the layout has one (GPT-J)."""
+        return model.get_submodule(self.lm_head)
+
 
 SPECS: dict[str, ModelSpec] = {
     "gpt2": ModelSpec(

@@ -150,6 +150,7 @@ def score_prompts(
     device = model_device(model)
     dtype = next(model.parameters()).dtype
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    row_tokens = min(row_tokens, token_budget)  # a row never holds more than a batch
     packed = _pack(segments, row_tokens)
     per_batch = max(1, token_budget // row_tokens)
     seg_scores: list[list[TargetScore]] = [[] for _ in segments]

@@ -140,6 +140,8 @@ def test_bad_input_is_a_one_line_error(tiny_gpt2, tiny_tokenizer):
         score_prompts(tiny_gpt2, tiny_tokenizer, ["a", "b"], [[" c"]])
     with pytest.raises(ValueError, match="token_budget and row_tokens must be >= 1"):
         score_prompts(tiny_gpt2, tiny_tokenizer, ["a"], [[" c"]], token_budget=0)
+    with pytest.raises(ValueError, match="prompt '' tokenises to nothing"):
+        score_prompts(tiny_gpt2, tiny_tokenizer, [""], [[" c"]])
     with pytest.raises(ValueError, match="not scored"):
         score_prompts(tiny_gpt2, tiny_tokenizer, ["a"], [[" c"]], hidden_of=["b"])
     with pytest.raises(ValueError, match="hidden_probe needs the shared scorer"):

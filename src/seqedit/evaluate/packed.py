@@ -53,6 +53,8 @@ class _Segment:
 
 def _layout(prompt: str, prompt_ids: list[int], targets: list[list[int]]) -> _Segment:
     n = len(prompt_ids)
+    if n == 0:
+        raise ValueError(f"prompt {prompt!r} tokenises to nothing: no position predicts its targets")
     ids, positions, part = list(prompt_ids), list(range(n)), [0] * n
     scored, lookups = [n - 1], []  # every target's first token is read at the prompt's last token
     for k, t in enumerate(targets, start=1):
@@ -176,8 +178,8 @@ def score_prompts(
             # Every (position, token) read in this batch, in one indexing and one copy.
             chunk = [i for row in packed[start : start + per_batch] for i in row]
             pairs = [(off + s, t) for i, off in zip(chunk, offsets) for look in segments[i].lookups for s, t in look]
-            at = torch.tensor(pairs, device=device).T
-            values = logp[at[0], at[1]].cpu().tolist()
+            where = torch.tensor(pairs, device=device).T  # (2, n_pairs): scored row, token id
+            values = logp[where[0], where[1]].cpu().tolist()
             v = 0
             for i, off in zip(chunk, offsets):
                 sgm = segments[i]

@@ -11,7 +11,8 @@ run completes.
 Outputs in `out_dir`: metrics.json (deterministic: config, hash, git commit, versions,
 final metrics), curve.json (points, weight drift and the editor's info per round),
 per_record.json, hidden.npz (final-layer hidden states of the first evaluated records
-before and after the run) and timing.json (seconds per round, peak memory).
+before and after the run, read from the same passes as the curve's first point and the final
+evaluation, so the unedited model is run once) and timing.json (seconds per round, peak memory).
 """
 
 from __future__ import annotations

@@ -116,8 +116,9 @@ def run(args) -> dict:
     ref, new = outs["reference"], outs["shared"]
     metric_diff = max(abs(ref["summary"][k] - new["summary"][k]) for k in SUMMARY_KEYS
                       if ref["summary"][k] is not None)
-    nll_diff = max(abs(a - b) for er, en in zip(ref["per_record"], new["per_record"]) for which in ("nll_new", "nll_true")
-                   for kind in er[which] for a, b in zip(er[which][kind], en[which][kind]))
+    nll_diff = max(abs(a - b) for er, en in zip(ref["per_record"], new["per_record"])
+                   for which in ("nll_new", "nll_true") for kind in er[which]
+                   for a, b in zip(er[which][kind], en[which][kind]))
     (_, h_ref), (_, h_new) = outs["reference + probe"], outs["shared + probe"]
     hidden_diff = max(float(np.abs(h_ref[k] - h_new[k]).max()) for k in h_ref)
     n_rows = sum(1 + len(r.paraphrase_prompts) + len(r.neighborhood_prompts) for r in records)

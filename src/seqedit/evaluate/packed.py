@@ -132,7 +132,8 @@ def score_prompts(
         raise ValueError(f"token_budget and row_tokens must be >= 1, got {token_budget} and {row_tokens}")
     missing = set(hidden_of) - set(prompts)
     if missing:
-        raise ValueError(f"hidden states asked for {len(missing)} prompts that are not scored, e.g. {sorted(missing)[0]!r}")
+        raise ValueError(f"hidden states asked for {len(missing)} prompts that are not scored, "
+                         f"e.g. {sorted(missing)[0]!r}")
     # One segment per distinct prompt, holding the distinct targets asked after it.
     seg_of: dict[str, int] = {}
     seg_targets: list[dict[str, int]] = []

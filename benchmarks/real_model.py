@@ -352,6 +352,7 @@ def main(argv=None) -> None:
                       f"keys {s['keys']:.1f}, solve {s['solve']:.1f}, rest {s['rest']:.1f})  "
                       f"peak RSS {r['peak_rss_mb']:.0f} MiB", flush=True)
                 rows.append(r)
+                write(args, m0, stats_info, rows, [], None, [])  # partial results survive an interrupted run
         comparison = compare(rows, z_files)
     flops = next((r["flops"] for r in rows if "flops" in r), None)
     lines = table(rows)
@@ -365,13 +366,17 @@ def main(argv=None) -> None:
         print(f"  target step FLOPs per request (layer {flops['layer']}, {flops['blocks_above']} blocks above): "
               f"floor {g['floor']} GFLOP, fast {g['fast']} GFLOP, reference {g['reference']} GFLOP "
               f"(reference / floor {g['reference'] / g['floor']:.1f}x)")
+    print(f"  written: {write(args, m0, stats_info, rows, comparison, flops, lines)}")
+
+
+def write(args, m0, stats_info, rows, comparison, flops, lines) -> Path:
     out = Path(args.out) if args.out else common.ROOT / "benchmarks" / "results" / f"real-{common.host()}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     settings = {k: v for k, v in vars(args).items() if k not in ("worker", "mode", "stats_file", "z_file")}
     out.write_text(json.dumps({"settings": settings, "machine": m0, "machine_at_end": common.machine(),
                                "stats": stats_info, "runs": rows, "comparison": comparison, "flops": flops,
                                "table": lines}, indent=2))
-    print(f"  written: {out}")
+    return out
 
 
 if __name__ == "__main__":

@@ -160,3 +160,26 @@ def test_stop_after_waits_for_every_named_module(tiny_gpt2, tiny_tokenizer):
     with pytest.raises(ValueError, match="at least one"):
         with stop_after(tiny_gpt2, []):
             pass
+
+
+def test_fast_mlp_targets_fall_back_to_reference_where_the_ffn_output_is_not_summed(tiny_gpt2, tiny_tokenizer):
+    """A layout whose block does not add its FFN output to the residual stream takes the full forward;
+    the fast path unembeds only the read positions (a 2-D input to the unembedding)."""
+    import dataclasses
+
+    spec = spec_for(tiny_gpt2)
+    cfg = TargetConfig(layer=0, n_steps=3, lr=0.3, module="mlp")
+    seen = []
+    handle = tiny_gpt2.get_submodule(spec.lm_head).register_forward_hook(lambda _m, a, _o: seen.append(a[0].dim()))
+    try:
+        optimize_targets(tiny_gpt2, tiny_tokenizer, spec, REQUESTS, [["{}"]], cfg, mode="fast")
+        fast_dims, seen[:] = list(seen), []
+        other = dataclasses.replace(spec, mlp_adds_to_residual=False)
+        z_f, log_f = optimize_targets(tiny_gpt2, tiny_tokenizer, other, REQUESTS, [["{}"]], cfg, mode="fast")
+        fallback_dims = list(seen)
+    finally:
+        handle.remove()
+    assert fast_dims == [2, 2, 2] and fallback_dims == [3, 3, 3]
+    z_r, log_r = optimize_targets(tiny_gpt2, tiny_tokenizer, spec, REQUESTS, [["{}"]], cfg, mode="reference")
+    torch.testing.assert_close(z_f, z_r, rtol=1e-6, atol=1e-7)  # the same computation
+    assert log_f["steps"] == log_r["steps"]

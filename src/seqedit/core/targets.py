@@ -158,19 +158,18 @@ def optimize_targets(
     delta = torch.zeros(n, d, device=device, requires_grad=True)
     idx = dict(rows=rows, pos=pos, own=own, n_rw=n_rw, n_ctx=n_ctx, t_rows=t_rows, t_pos=t_pos, t_ids=t_ids)
     with frozen(model):
-        if mode == "fast":
-            h_init, step_logp = _fast_forward(model, spec, cfg, batch, delta, idx)
-        else:
-            h_init, step_logp = _reference_forward(model, spec, cfg, batch, delta, idx)
-        return _optimize(cfg, n, n_ctx, delta, h_init, step_logp, t_rows, t_w)
+        build = _fast_forward if mode == "fast" else _reference_forward
+        step_logp, state = build(model, spec, cfg, batch, delta, idx)
+        return _optimize(cfg, n, n_ctx, delta, state, step_logp, t_rows, t_w)
 
 
 # step_logp() -> (log p of each teacher-forced target token (n_target_tokens,),
-#                 log p over the vocabulary at each KL prompt's subject-last token (n, vocab))
+#                 log p over the vocabulary at each KL prompt's subject-last token (n, vocab)).
+# The builders also return a dict whose "h_init" (n, d) is set by the end of the first call.
 StepFn = Callable[[], tuple[torch.Tensor, torch.Tensor]]
 
 
-def _reference_forward(model, spec, cfg, batch, delta, idx) -> tuple[torch.Tensor | None, StepFn]:
+def _reference_forward(model, spec, cfg, batch, delta, idx) -> tuple[StepFn, dict]:
     """Full padded forward of every prompt, δ added by a hook; h_init read on the first call."""
     rows, pos, own, n_rw, n_ctx = idx["rows"], idx["pos"], idx["own"], idx["n_rw"], idx["n_ctx"]
     name = _module_name(spec, cfg)
@@ -187,18 +186,10 @@ def _reference_forward(model, spec, cfg, batch, delta, idx) -> tuple[torch.Tenso
         logp = torch.log_softmax(logits.float(), dim=-1)
         return logp[idx["t_rows"], idx["t_pos"], idx["t_ids"]], logp[rows[n_rw:], pos[n_rw:]]
 
-    # h_init is needed before the first step's loss: run the first step eagerly.
-    first = step()
-    calls = {"n": 0}
-
-    def cached_first_then_step():
-        calls["n"] += 1
-        return first if calls["n"] == 1 else step()
-
-    return state["h_init"], cached_first_then_step
+    return step, state
 
 
-def _fast_forward(model, spec, cfg, batch, delta, idx) -> tuple[torch.Tensor, StepFn]:
+def _fast_forward(model, spec, cfg, batch, delta, idx) -> tuple[StepFn, dict]:
     """Run the unedited prompts once; each step runs only positions ≥ p through the blocks above L."""
     rows, pos, own, n_rw, n_ctx = idx["rows"], idx["pos"], idx["own"], idx["n_rw"], idx["n_ctx"]
     device = batch.input_ids.device
@@ -248,10 +239,10 @@ def _fast_forward(model, spec, cfg, batch, delta, idx) -> tuple[torch.Tensor, St
         logp = torch.log_softmax(logits.float(), dim=-1)
         return logp[torch.arange(n_tok, device=device), idx["t_ids"]], logp[n_tok:]
 
-    return h_init, step
+    return step, {"h_init": h_init}
 
 
-def _optimize(cfg, n, n_ctx, delta, h_init, step_logp: StepFn, t_rows, t_w) -> tuple[torch.Tensor, dict]:
+def _optimize(cfg, n, n_ctx, delta, state: dict, step_logp: StepFn, t_rows, t_w) -> tuple[torch.Tensor, dict]:
     """Adam on δ with early stopping and the norm clamp; the loss terms come from `step_logp`."""
     device = delta.device
     n_rw = n * n_ctx
@@ -262,6 +253,7 @@ def _optimize(cfg, n, n_ctx, delta, h_init, step_logp: StepFn, t_rows, t_w) -> t
     kl_ref = None
     for it in range(cfg.n_steps):
         tok_lp, kl_lp = step_logp()
+        h_init = state["h_init"]
         tok_lp = tok_lp * t_w  # (n_target_tokens,)
         nll_row = -torch.zeros(n_rw, device=device).index_add(0, t_rows, tok_lp)  # (n_rw,)
         nll = nll_row.view(n, n_ctx).mean(1)  # (n,)
@@ -287,5 +279,5 @@ def _optimize(cfg, n, n_ctx, delta, h_init, step_logp: StepFn, t_rows, t_w) -> t
             delta.mul_(torch.where(norm > limit, limit / norm, torch.ones_like(norm)))
         for i in range(n):
             steps[i] += int(active[i])
-    z = (h_init + delta.detach()).float()
+    z = (state["h_init"] + delta.detach()).float()
     return z, {"loss": last_loss, "steps": steps}

@@ -38,8 +38,9 @@ def job_resources(output: str) -> list[tuple[str, dict[str, str]]]:
 
 
 def n_runs(config: dict) -> int:
-    """Edit runs of a config: methods × seeds, plus one per ablation value, method and ablation seed."""
+    """Edit runs of a config: (methods + controls) × seeds, plus one per ablation value, method and ablation seed."""
     runs = len(config["methods"]) * len(config["seeds"])
+    runs += len(config.get("controls", [])) * len(config["seeds"])  # matched controls run on the main seeds
     for ab in config["ablations"]:
         methods = ab["method"] if isinstance(ab["method"], list) else [ab["method"]]
         runs += len(methods) * len(ab["values"]) * len(config["ablation_seeds"])

@@ -37,10 +37,26 @@ def job_resources(output: str) -> list[tuple[str, dict[str, str]]]:
     return jobs
 
 
+def _control_runs(config: dict, control: dict) -> bool:
+    """A matched control runs when it changes its method's effective settings (else it would
+    repeat the method's main runs)."""
+    from seqedit.registry import effective_settings
+
+    model = config.get("hparams_model") or config["model"]["name"]
+
+    def hparams(method):
+        path = REPO / "config" / "hparams" / method / f"{model}.yaml"
+        return {**yaml.safe_load(path.read_text()), **config.get("hparams", {}).get(method, {})}
+
+    own, match = hparams(control["method"]), hparams(control["match"])
+    matched = {**own, **{p: match[p] for p in control["params"]}}
+    return effective_settings(control["method"], own) != effective_settings(control["method"], matched)
+
+
 def n_runs(config: dict) -> int:
     """Edit runs of a config: (methods + controls) × seeds, plus one per ablation value, method and ablation seed."""
     runs = len(config["methods"]) * len(config["seeds"])
-    runs += len(config.get("controls", [])) * len(config["seeds"])  # matched controls run on the main seeds
+    runs += sum(_control_runs(config, c) for c in config.get("controls", [])) * len(config["seeds"])
     for ab in config["ablations"]:
         methods = ab["method"] if isinstance(ab["method"], list) else [ab["method"]]
         runs += len(methods) * len(ab["values"]) * len(config["ablation_seeds"])
@@ -237,3 +253,13 @@ def test_paper_configs_edit_in_float32_and_run_the_neuron_ablation_at_two_thresh
         assert [c["match"] for c in config["controls"] if c["method"] == "alphaedit"] == ["nmke"], path.name
         neurons = [ab for ab in config["ablations"] if ab["method"] == "nse" and ab.get("param") == "neuron_threshold"]
         assert len(neurons) == 1 and neurons[0]["values"] == [0.8, 1.0], path.name
+
+
+@pytest.mark.parametrize("model, control", [("gpt2-xl", False), ("gpt-j-6b", False), ("llama3-8b", True)])
+def test_matched_control_runs_only_where_alphaedit_settings_differ_from_nmke(model, control):
+    # GPT2-XL's and GPT-J's AlphaEdit files already state NMKE's projector and ridge: the control
+    # would repeat AlphaEdit's main runs; Llama3's differ in l2 (10 against 1)
+    result = dry_run("--configfile", str(PAPER / f"{model}.yaml"), "--config", "ablations=[]", "--printshellcmds")
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output
+    assert ("edit/alphaedit/control~nmke_matched/seed~0" in output) == control, output[-2000:]

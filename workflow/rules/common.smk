@@ -357,6 +357,31 @@ def check_ablation_arms_differ():
 check_ablation_arms_differ()
 
 
+def drop_controls_equal_to_main():
+    """A control whose settings act as its method's own (the method's files already state the
+    matched settings) would repeat the method's main runs: it is left out, and the claims use
+    those main runs as the control. Needs the seqedit library beside Snakemake."""
+    try:
+        from seqedit.registry import effective_settings
+    except ImportError:
+        return
+    for name, spec in list(CONTROLS.items()):
+        method = spec["method"]
+        if method not in config["methods"]:
+            continue
+        own = method_hparams(method)
+        matched = {**own, **control_overrides(method, name)["hparams"]}
+        try:
+            same = effective_settings(method, own) == effective_settings(method, matched, f"controls.{name}")
+        except (TypeError, ValueError) as err:
+            raise WorkflowError(str(err)) from None
+        if same:
+            del CONTROLS[name]
+
+
+drop_controls_equal_to_main()
+
+
 def check_edit_dtype():
     """A model held below float32 is edited only with model.allow_low_precision_edits."""
     model = config["model"]

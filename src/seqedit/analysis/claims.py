@@ -65,11 +65,27 @@ def _main(study: dict) -> dict[str, list[dict]]:
     return out
 
 
-def _controls(study: dict, method: str, match: str) -> list[dict]:
-    """Runs of the matched control of `method` with `match`'s settings (the first such control)."""
+PROJECTOR = ("threshold_mode", "l2")  # with the cut of the mode: what NMKE's matched control copies
+
+
+def _same_projector(a: dict, b: dict) -> bool:
+    """AlphaEdit-family hyperparameters with the same projector rule, cut and ridge."""
+    if any(a.get(k) is None or a.get(k) != b.get(k) for k in PROJECTOR):
+        return False
+    cut = "nullspace_threshold" if a["threshold_mode"] == "absolute" else "nullspace_energy"
+    return a.get(cut) is not None and a.get(cut) == b.get(cut)
+
+
+def _controls(study: dict, method: str, match: str, main: dict) -> tuple[list[dict], bool]:
+    """Runs of the matched control of `method` with `match`'s settings (the first such control),
+    and whether they are `method`'s main runs: the workflow runs no control where the method's
+    own settings already match (the same projector and ridge)."""
     runs = [r for r in study["runs"] if r.get("control") and r["method"] == method and r.get("match") == match]
-    first = runs[0]["control"] if runs else None
-    return [r for r in runs if r["control"] == first]
+    if runs:
+        return [r for r in runs if r["control"] == runs[0]["control"]], False
+    if method in main and match in main and _same_projector(main[method][0]["hparams"], main[match][0]["hparams"]):
+        return main[method], True
+    return [], False
 
 
 def _ablation_pair(study: dict, method: str, param: str, on, off) -> tuple[list[dict], list[dict]] | None:
@@ -110,7 +126,7 @@ def checklist(study: dict) -> list[dict]:
                    "nse", "rewind", "true", "false", "specificity")
     ablation_claim("NSE", "Neuron-level updates preserve unrelated knowledge (specificity, p = 0.8 vs all neurons p = 1.0)",
                    "nse", "neuron_threshold", "0.8", "1.0", "specificity")
-    matched = _controls(study, "alphaedit", "nmke")
+    matched, own = _controls(study, "alphaedit", "nmke", main)
 
     def matched_claim(claim, metric):
         if "nmke" not in main or not matched:
@@ -118,6 +134,8 @@ def checklist(study: dict) -> list[dict]:
             res = {"verdict": "not tested", "measured": f"{', '.join(missing)} not in the study"}
         else:
             res = compare(main["nmke"], matched, metric, "NMKE", "AlphaEdit (NMKE's projector and ridge)")
+            if own:
+                res["measured"] += " (AlphaEdit's own settings are NMKE's: its main runs are the control)"
         items.append({"paper": "NMKE", "claim": claim, **res})
 
     methods_claim("NMKE", "NMKE outperforms AlphaEdit in long sequences (score after the stream)", "nmke", "alphaedit", "overall")

@@ -270,6 +270,34 @@ def test_unknown_model_name_fails_before_running():
     assert "Building DAG of jobs" not in output, output
 
 
+@pytest.mark.parametrize(
+    "config_args, message",
+    [
+        (["hparams={memit: {v_lrr: 0.1}}"], "hparams of method 'memit': unknown key(s) ['v_lrr']"),
+        (["hparams={nse: {rewind: maybe}}"], "hparams of method 'nse'.rewind: expected true/false"),
+    ],
+    ids=["misspelled_override", "override_of_wrong_type"],
+)
+def test_bad_hparams_override_fails_when_the_dag_is_built(config_args, message):
+    result = dry_run("--configfile", str(BASIC_CONFIG), "--config", *config_args)
+    output = result.stdout + result.stderr
+    assert result.returncode != 0, output
+    assert message in output, output
+    assert "Building DAG of jobs" not in output, output
+
+
+def test_misspelled_ablation_param_fails_when_the_dag_is_built(tmp_path):
+    config_file = tmp_path / "ablation.yaml"
+    config_file.write_text(yaml.safe_dump(
+        {"ablations": [{"name": "typo", "method": "nse", "param": "rewnd", "values": [True, False]}]}
+    ))
+    result = dry_run("--configfile", str(BASIC_CONFIG), "--configfile", str(config_file))
+    output = result.stdout + result.stderr
+    assert result.returncode != 0, output
+    assert "hparams of method 'nse' (run typo~true): unknown key(s) ['rewnd']" in output, output
+    assert "Building DAG of jobs" not in output, output
+
+
 def test_layers_beyond_testbed_fail_before_running():
     result = dry_run("--config", "stats={layers: [0, 9]}")
     output = result.stdout + result.stderr

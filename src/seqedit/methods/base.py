@@ -27,6 +27,7 @@ import torch
 
 from seqedit.core.spread import SolveFn, edit_layers
 from seqedit.core.stats import LayerStats
+from seqedit.core.targets import MODES as TARGET_MODES
 from seqedit.core.targets import TargetConfig
 from seqedit.core.templates import generate_context_templates
 from seqedit.data.records import EditRequest
@@ -95,13 +96,13 @@ class LocateEditConfig:
     mom2_update_weight: float = 20000.0
     n_context_templates: int = 5
     context_template_length: int = 10
-    target_mode: str = "batched"  # "batched" | "per_request" (reference, slower)
+    target_mode: str = "fast"  # "fast" | "reference" (alias "batched") | "per_request" (core/targets.py)
 
     def __post_init__(self):
         if not self.layers or sorted(set(self.layers)) != list(self.layers):
             raise ValueError(f"layers must be a non-empty ascending list without repeats, got {self.layers}")
-        if self.target_mode not in ("batched", "per_request"):
-            raise ValueError(f"target_mode must be 'batched' or 'per_request', got {self.target_mode!r}")
+        if self.target_mode not in TARGET_MODES:
+            raise ValueError(f"target_mode must be one of {list(TARGET_MODES)}, got {self.target_mode!r}")
         if self.v_num_grad_steps < 1:
             raise ValueError("v_num_grad_steps must be >= 1")
         if self.mom2_update_weight < 0:

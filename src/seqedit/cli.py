@@ -162,6 +162,7 @@ def cmd_edit(args) -> None:
     from seqedit.core.stats import LayerStats
     from seqedit.data.stream import edit_stream
     from seqedit.evaluate import prepare_evaluation
+    from seqedit.methods.base import check_edit_dtype
     from seqedit.models.arch import spec_for
     from seqedit.registry import build_config, get_method
     from seqedit.repro import seed_everything
@@ -185,6 +186,7 @@ def cmd_edit(args) -> None:
     model, tok = _load(cfg, args.model)
     check_records_fit(model, tok, records, _generation_length(section(cfg, "evaluation")))
     stats = LayerStats.load(args.stats) if args.stats else None
+    check_edit_dtype(model, build(ModelConfig, section(cfg, "model"), "model").allow_low_precision_edits)
     editor = editor_cls(hp, model, tok, spec_for(model), stats, seed=seed)
     metrics = run_sequential(model, tok, records, editor, run, eval_cfg, args.out_dir, cfg,
                              seed=seed, progress=not args.quiet)

@@ -3,7 +3,7 @@
 
 from snakemake.utils import min_version
 
-min_version("9.0")
+min_version("9.19")  # the Slurm profile (profiles/slurm) needs Snakemake 9.19 or newer
 
 
 # load configuration
@@ -19,6 +19,7 @@ report: "workflow/report/workflow.rst"
 include: "workflow/rules/common.smk"
 include: "workflow/rules/config.smk"
 include: "workflow/rules/data.smk"
+include: "workflow/rules/model.smk"
 include: "workflow/rules/testbed.smk"
 include: "workflow/rules/stats.smk"
 include: "workflow/rules/edit.smk"

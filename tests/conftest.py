@@ -2,6 +2,11 @@
 
 `shared_data` skips a test when ../shared/data is absent, except in CI (CI=true), where
 the data must be present and its absence is a failure.
+
+Torch runs with SEQEDIT_TEST_THREADS intra-op threads (default 1) in every test and fixture.
+Float reductions, and so every trained or edited weight, depend on that count the way they
+depend on the CPU's kernels; CI runs the numerical tests at 1 and at 2 threads, so a test that
+only passes at one reduction order fails there rather than on a user's machine.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ import torch
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("SEQEDIT_SHARED_DATA", REPO.parent / "shared" / "data"))
+TEST_THREADS = int(os.environ.get("SEQEDIT_TEST_THREADS", "1"))
 
 TINY_TEXTS = [
     "Varkel Dunmore was born in Zorvia.",
@@ -89,10 +95,10 @@ def toy_testbed(toy_world, tmp_path_factory):
 
     out = tmp_path_factory.mktemp("testbed")
     lines = (toy_world / "corpus.txt").read_text().splitlines()
-    # Session fixtures run before the per-test single-thread fixture; pin the thread count here
-    # too, since float reductions (and so the trained weights) depend on it.
+    # Session fixtures run before the per-test thread fixture; pin the thread count here too,
+    # since float reductions (and so the trained weights) depend on it.
     before = torch.get_num_threads()
-    torch.set_num_threads(1)
+    torch.set_num_threads(TEST_THREADS)
     try:
         train_testbed(lines, TestbedConfig(**TOY_TESTBED), out, progress=False)
     finally:
@@ -101,10 +107,10 @@ def toy_testbed(toy_world, tmp_path_factory):
 
 
 @pytest.fixture(autouse=True)
-def single_torch_thread():
-    """Tiny models: intra-op threads cost more than they give, most of all on 2 shared cores."""
+def torch_threads():
+    """TEST_THREADS intra-op threads (tiny models: more cost more than they give)."""
     before = torch.get_num_threads()
-    torch.set_num_threads(1)
+    torch.set_num_threads(TEST_THREADS)
     yield
     torch.set_num_threads(before)
 
@@ -126,7 +132,7 @@ def testbed_hparams(method: str, **overrides):
 def edit_toy_batch(method: str, toy_testbed, toy_world, edit: slice = slice(0, 8), held: slice = slice(8, 16),
                    cfg=None, with_stats: bool = True) -> dict:
     """One batch of toy facts edited by `method` (its testbed hyperparameters unless `cfg`) on a fresh
-    copy of the toy testbed, with one torch thread. `with_stats` collects the layer statistics of
+    copy of the toy testbed, with TEST_THREADS torch threads. `with_stats` collects the layer statistics of
     cfg.layers over the toy corpus (the closed-form methods need them).
 
     Returns model, tok, spec, cfg, editor, info, the edited and held-out records, the weights before
@@ -140,7 +146,7 @@ def edit_toy_batch(method: str, toy_testbed, toy_world, edit: slice = slice(0, 8
     from seqedit.registry import get_method
 
     threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # module fixtures run before the autouse single-thread fixture
+    torch.set_num_threads(TEST_THREADS)  # module fixtures run before the autouse thread fixture
     try:
         model, tok = load_model(str(toy_testbed))
         spec = spec_for(model)

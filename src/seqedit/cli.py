@@ -9,6 +9,8 @@
     seqedit stats           --config CFG --model M [--corpus TXT] --out FILE.pt
     seqedit edit            --config CFG --model M --stats FILE.pt --records FILE --kind K --out-dir DIR
     seqedit trace           --config CFG --model M --records FILE --kind K --out tracing.json
+    seqedit prepare-model   --config CFG --out DIR [--download-dir DIR]
+    seqedit known           --config CFG --model M --records FILE --kind K --out JSON --records-out FILE
 
 CFG is a JSON/YAML file holding the config sections the stage needs. Errors end the
 process with one line on stderr and exit status 1 (2 for usage errors).
@@ -171,6 +173,7 @@ def cmd_edit(args) -> None:
     from seqedit.core.stats import LayerStats
     from seqedit.data.stream import edit_stream
     from seqedit.evaluate import prepare_evaluation
+    from seqedit.methods.base import check_edit_dtype
     from seqedit.models.arch import spec_for
     from seqedit.registry import build_config, get_method
     from seqedit.repro import seed_everything
@@ -194,6 +197,7 @@ def cmd_edit(args) -> None:
     model, tok = _load(cfg, args.model)
     check_records_fit(model, tok, records, _generation_length(section(cfg, "evaluation")))
     stats = LayerStats.load(args.stats) if args.stats else None
+    check_edit_dtype(model, build(ModelConfig, section(cfg, "model"), "model").allow_low_precision_edits)
     editor = editor_cls(hp, model, tok, spec_for(model), stats, seed=seed)
     metrics = run_sequential(model, tok, records, editor, run, eval_cfg, args.out_dir, cfg,
                              seed=seed, progress=not args.quiet)
@@ -223,6 +227,47 @@ def cmd_trace(args) -> None:
           f"peak at layer "
           f"{result['peak_layer']} (indirect effect {result['effect'][result['peak_layer']]:.4f}), MEMIT window "
           f"{result['memit_layers']}, {result['seconds']} s")
+
+
+def cmd_prepare_model(args) -> None:
+    from seqedit.models.prepare import PrepareConfig, prepare_model
+
+    cfg = read_config(args.config)
+    pc = build(PrepareConfig, section(cfg, "model_source"), "model_source")
+    prov = prepare_model(pc, args.out, args.download_dir, progress=not args.quiet)
+    m = prov["model"]
+    print(f"prepared {m['model_type']} ({m['n_parameters']:,} parameters, {m['n_layers']} layers, d_model "
+          f"{m['d_model']}, d_ff {m['d_ff']}, vocabulary {m['vocab_size']}) in {args.out}: {prov['conversion']}, "
+          f"{prov['seconds']} s")
+
+
+def cmd_known(args) -> None:
+    from seqedit.data import read_raw_records
+    from seqedit.knowledge import known_records
+
+    cfg = read_config(args.config)
+    raws = read_raw_records(args.records, args.kind)
+    records = _records(cfg, args.records, args.kind)  # parsed in the same order as `raws`
+    n_edits = section(cfg, "run").get("n_edits")
+    model, tok = _load(cfg, args.model)
+    known, scores = known_records(model, tok, records, section(cfg, "evaluation").get("batch_size", 64),
+                                  progress=not args.quiet)
+    n_known = sum(known)
+    if n_edits is not None and n_known < n_edits:
+        raise ValueError(f"the model knows {n_known} of the {len(records)} records in {args.records}, fewer than "
+                         f"run.n_edits ({n_edits}): use more records (data.limit) or fewer edits")
+    kept = [raw for raw, k in zip(raws, known) if k]
+    Path(args.records_out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.records_out).write_bytes((json.dumps(kept, indent=2, ensure_ascii=False) + "\n").encode("utf-8"))
+    write_json(args.out, {
+        "tried": len(records), "known": n_known, "known_fraction": n_known / len(records),
+        "records": str(args.records), "kind": args.kind, "known_records": str(args.records_out),
+        "criterion": "mean token NLL of the true object below that of the new object on the rewrite prompt",
+        "known_case_ids": [s["case_id"] for s, k in zip(scores, known) if k],
+        "per_record": scores,
+    })
+    print(f"the model knows {n_known} of {len(records)} records ({100 * n_known / len(records):.1f} %); "
+          f"wrote them to {args.records_out}")
 
 
 def cmd_collect(args) -> None:
@@ -271,7 +316,7 @@ def parser() -> argparse.ArgumentParser:
                            ("corpus", cmd_corpus, "write the corpus stating the true facts of benchmark records")):
         s = sub.add_parser(name, help=what)
         s.add_argument("--records", required=True)
-        s.add_argument("--kind", required=True, choices=["counterfact", "zsre"])
+        s.add_argument("--kind", required=True, choices=["counterfact", "zsre", "counterfact_easyedit"])
         s.add_argument("--out", required=True)
         s.add_argument("--limit", type=int, default=None, help="the first N records only")
         if name == "subset":
@@ -283,6 +328,8 @@ def parser() -> argparse.ArgumentParser:
     add("stats", cmd_stats, "model", "corpus", "out", optional=("corpus",))  # corpus: with stats.source corpus
     add("edit", cmd_edit, "model", "stats", "records", "kind", "out-dir", optional=("stats",))
     add("trace", cmd_trace, "model", "records", "kind", "out")
+    add("known", cmd_known, "model", "records", "kind", "out", "records-out")
+    add("prepare-model", cmd_prepare_model, "out", "download-dir", optional=("download-dir",))
     s = sub.add_parser("collect", help="collect run folders into one study file")
     s.add_argument("--runs", nargs="+", required=True)
     s.add_argument("--out", required=True)

@@ -43,6 +43,7 @@ class ModelConfig:
     path: str | None = None
     dtype: str = "float32"
     device: str = "cpu"
+    allow_low_precision_edits: bool = False  # edit a float16/bfloat16 model (each round logs the rounding loss)
 
 
 STATS_SOURCES = ("corpus", "dataset", "generated")

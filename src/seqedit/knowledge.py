@@ -5,6 +5,10 @@ prompt, and on each neighborhood prompt (whose correct answer is the true target
 records the neighborhood is an unrelated question, checked by teacher-forced token accuracy
 of its gold answer. Editing a fact the model never knew measures nothing, so the workflow
 stops when the known fractions fall below the configured thresholds.
+
+For a pretrained model, which knows only part of a benchmark, `known_records` keeps the records
+it knows instead: those where it prefers the true object over the new one on the rewrite prompt
+(mean token NLL, scored as the CounterFact evaluation scores efficacy).
 """
 
 from __future__ import annotations
@@ -44,3 +48,21 @@ def check_knowledge(model, tokenizer, records: list[EditRecord], thresholds: Kno
         "passed": not failed, "known": known, "thresholds": limits, "n_records": len(records),
         "message": ("knowledge check passed: " if not failed else "knowledge check FAILED: ") + message,
     }
+
+
+def known_records(model, tokenizer, records: list[EditRecord], batch_size: int = 64,
+                  progress: bool = False) -> tuple[list[bool], list[dict]]:
+    """Per record, whether the unedited model knows it (NLL of target_true < NLL of target_new on
+    the rewrite prompt), and the two NLLs. Only the rewrite prompts are scored."""
+    from seqedit.evaluate.counterfact import evaluate_counterfact
+
+    missing = [r.case_id for r in records if r.request.target_true is None]
+    if missing:
+        raise ValueError(f"telling known records needs a true target; records without one: {missing[:10]}")
+    rewrite_only = [replace(r, kind="counterfact", paraphrase_prompts=(), neighborhood_prompts=()) for r in records]
+    per_record = evaluate_counterfact(model, tokenizer, rewrite_only, batch_size=batch_size, progress=progress)["per_record"]
+    # efficacy's rewrite_success is 1[NLL_true > NLL_new]; a known record is its complement (a tie is not known)
+    known = [p["nll_true"]["rewrite"][0] < p["nll_new"]["rewrite"][0] for p in per_record]
+    scores = [{"case_id": p["case_id"], "nll_true": p["nll_true"]["rewrite"][0], "nll_new": p["nll_new"]["rewrite"][0]}
+              for p in per_record]
+    return known, scores

@@ -10,7 +10,7 @@ import json
 import math
 import subprocess
 import sys
-from html import escape as html_escape
+from html import unescape as html_unescape
 from pathlib import Path
 
 import numpy as np
@@ -161,7 +161,7 @@ def test_report_contains_every_figure_table_and_claim(study, tmp_path):
     assert unedited[1:4] == ["0.0 ± 0.0", "0.0 ± 0.0", "100.0 ± 0.0"] and unedited[-1] == "3"
     assert unedited[-2] == "–"  # no consistency was measured at the first point
     assert "before any edit, on the first 40 records" in results["note"]
-    assert html_escape(results["note"]) in text  # the report says where the consistency column's reference texts come from
+    assert results["note"] in html_unescape(text)  # the report says where the consistency column's reference texts come from
     pdf_text = " ".join(" ".join(p.extract_text() for p in PdfReader(pdf).pages).split())
     for claim in spec["claims"]:
         assert claim["verdict"] in pdf_text

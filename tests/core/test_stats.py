@@ -71,7 +71,12 @@ def test_a_stream_of_texts_in_chunks_gives_the_sums_of_one_list(tiny_gpt2, tiny_
     chunked = collect_second_moments(tiny_gpt2, tiny_tokenizer, spec, iter(texts), [1], batch_size=4,
                                      progress=False, chunk_batches=2)
     assert chunked.count == whole.count and chunked.meta["n_texts"] == whole.meta["n_texts"] == 60
-    torch.testing.assert_close(chunked.mom2[1], whole.mom2[1], rtol=1e-10, atol=1e-10)
+    # The keys come from float32 forwards over differently padded batches, so each key carries a
+    # few float32 ulps (~1e-7 relative) of batch-dependent rounding before the float64 sums: compare
+    # at float32 precision, relative to the largest entry, not at float64's.
+    scale = float(whole.mom2[1].abs().max())
+    torch.testing.assert_close(chunked.mom2[1], whole.mom2[1], rtol=1e-5, atol=1e-5 * scale)
+    assert not torch.equal(chunked.mom2[1], torch.zeros_like(chunked.mom2[1]))
 
 
 def test_no_text_is_an_error(tiny_gpt2, tiny_tokenizer):

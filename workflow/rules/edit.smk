@@ -28,6 +28,7 @@ rule edit_run:
     conda:
         software_env()
     shell:
+        "echo 'edit_run {wildcards.method}/{wildcards.variant}/seed~{wildcards.seed}: progress in {log}' >&2; "
         "seqedit edit --config {input.config} --model {params.model}"
         " --stats {input.stats} --records {input.records} --kind {params.kind}"
         " --out-dir {params.out_dir} --threads {threads} > {log} 2>&1"

@@ -1,12 +1,14 @@
-# Second moments of the edited layers' keys over the corpus, a text dataset or the model's own generations
-# (stats.source): once per model, shared by every run.
+# Second moments of the edited layers' keys over the corpus, a text dataset or the model's own
+# generations (stats.source): once per model, shared by every run. Protected (read-only once
+# written), like the trained testbed: both cost the most to remake, so snakemake refuses to
+# overwrite them until they are deleted.
 rule stats_collect:
     input:
         config="results/{model}/config/stats.json",
         model=model_input(),
         corpus=stats_corpus_input(),
     output:
-        stats="results/{model}/stats/mom2.pt",
+        stats=protected("results/{model}/stats/mom2.pt"),
     params:
         model=model_arg,
         corpus=stats_corpus_arg,
@@ -20,5 +22,6 @@ rule stats_collect:
     conda:
         software_env()
     shell:
+        "echo 'stats_collect: progress in {log}' >&2; "
         "seqedit stats --config {input.config} --model {params.model}{params.corpus}"
         " --out {output.stats} --threads {threads} > {log} 2>&1"

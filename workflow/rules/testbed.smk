@@ -7,7 +7,7 @@ rule testbed_train:
         config="results/{model}/config/testbed.json",
         corpus=corpus_path(),
     output:
-        model=directory("results/{model}/testbed/model"),
+        model=protected(directory("results/{model}/testbed/model")),
     log:
         "logs/testbed_train/{model}.log",
     benchmark:
@@ -18,6 +18,7 @@ rule testbed_train:
     conda:
         software_env()
     shell:
+        "echo 'testbed_train: training takes minutes; its progress bar is in {log}' >&2; "
         "seqedit train-testbed --config {input.config} --corpus {input.corpus}"
         " --out {output.model} --threads {threads} > {log} 2>&1"
 

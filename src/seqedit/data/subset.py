@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from seqedit.data.validation import check_limit, read_record_list
+from seqedit.data.validation import check_limit
 
 
 def write_subset(
@@ -22,10 +22,10 @@ def write_subset(
     == answers[0]: editing them changes nothing) are left out first, and `limit` counts the
     rest. Returns (records written, records left out).
     """
-    from seqedit.data import load_records
+    from seqedit.data import load_records, read_raw_records
 
     check_limit(limit)
-    raws = read_record_list(path)
+    raws = read_raw_records(path, kind)
     dropped = 0
     if drop_unchanged:  # which records are unchanged needs every record parsed
         keep = [r.request.target_new != r.request.target_true for r in load_records(path, kind)]

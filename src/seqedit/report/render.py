@@ -23,22 +23,23 @@ Table cells that are ``None`` are shown as an em dash; numbers are shown with ``
 resolved against the current working directory; a missing figure raises
 ``FileNotFoundError`` before anything is written.
 
-The HTML embeds figures as base64 data URIs and carries its own CSS. The PDF uses the
-DejaVu fonts shipped with matplotlib (STIX as a fallback for rarer symbols), so Greek
-letters and mathematical symbols render. Both outputs are deterministic: the same spec
-and figure files give the same bytes. Each file is written to a temporary name in its
-destination folder and then moved into place.
+The HTML comes from the Jinja2 template ``templates/report.html.j2`` (autoescaped, CSS
+inside, figures as base64 data URIs). The PDF is laid out once with fpdf2: sections
+are outline entries (``start_section``) and the contents page is fpdf2's table-of-contents
+placeholder, filled in when the document is closed; tables use fpdf2's ``table()``. Text
+uses the DejaVu fonts shipped with matplotlib (STIX as a fallback for rarer symbols), so
+Greek letters and mathematical symbols render. Both outputs are deterministic: the same
+spec and figure files give the same bytes. Each file is written to a temporary name in
+its destination folder and then moved into place.
 """
 
 from __future__ import annotations
 
 import base64
 import contextlib
-import html
 import io
 import os
 import secrets
-from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from numbers import Number
 from pathlib import Path
@@ -52,97 +53,23 @@ PDF_CREATION_DATE = datetime(2000, 1, 1, tzinfo=timezone.utc)
 _BLOCK_TYPES = ("paragraph", "bullets", "table", "figure", "code")
 _MISSING_CELL = "\u2014"
 
-# PDF geometry, in millimetres.
-_MARGIN = 15.0
-_BOTTOM_MARGIN = 18.0
-_FOOTER_Y = -11.0
-_BODY_PT = 10.0
-_BODY_LH = 5.0
-_CAPTION_PT = 9.0
-_CAPTION_LH = 4.4
-_CODE_PT = 8.0
-_CODE_LH = 3.8
-_TABLE_SIZES_PT = (9.0, 8.5, 8.0, 7.5, 7.0, 6.5, 6.0)
+# PDF geometry (mm) and type sizes (pt).
+_MARGIN, _BOTTOM_MARGIN = 15.0, 18.0
+_BODY_PT, _BODY_LH = 10.0, 5.0
+_CAPTION_PT, _CAPTION_LH = 9.0, 4.4
+_CODE_PT, _CODE_LH = 8.0, 3.8
+_TABLE_SIZES_PT = (9.0, 8.0, 7.0, 6.0)
 _TABLE_PAD = 1.0
 _TOC_PAGE_W = 14.0
-
-_TEXT_FONT = "dejavu"
-_MONO_FONT = "dejavumono"
-_FALLBACK_FONT = "stix"
-
-
-# --------------------------------------------------------------------------- model
-
-
-@dataclass(frozen=True)
-class _Paragraph:
-    text: str
-
-
-@dataclass(frozen=True)
-class _Bullets:
-    items: tuple[str, ...]
-
-
-@dataclass(frozen=True)
-class _Table:
-    number: int
-    caption: str
-    columns: tuple[str, ...]
-    rows: tuple[tuple[str, ...], ...]
-    numeric: tuple[bool, ...]
-    note: str
-
-    @property
-    def label(self) -> str:
-        return f"Table {self.number}: {self.caption}" if self.caption else f"Table {self.number}"
-
-
-@dataclass(frozen=True)
-class _Figure:
-    number: int
-    caption: str
-    path: Path
-    data: bytes = field(repr=False)
-    mime: str
-    width_px: int
-    height_px: int
-
-    @property
-    def label(self) -> str:
-        return f"Figure {self.number}: {self.caption}" if self.caption else f"Figure {self.number}"
-
-
-@dataclass(frozen=True)
-class _Code:
-    text: str
-
-
-_Block = _Paragraph | _Bullets | _Table | _Figure | _Code
-
-
-@dataclass(frozen=True)
-class _Section:
-    number: int
-    heading: str
-    blocks: tuple[_Block, ...]
-
-    @property
-    def label(self) -> str:
-        return f"{self.number}. {self.heading}"
-
-
-@dataclass(frozen=True)
-class _Document:
-    title: str
-    subtitle: str
-    sections: tuple[_Section, ...]
+_FIGURE_GAP = 2.0
+_TEXT, _MONO, _FALLBACK = "dejavu", "dejavumono", "stix"
+_ACCENT = (44, 74, 122)
 
 
 # ---------------------------------------------------------------------- validation
 
 
-def _require_str(value: Any, where: str, *, optional: bool = False) -> str:
+def _str(value: Any, where: str, *, optional: bool = False) -> str:
     if value is None and optional:
         return ""
     if not isinstance(value, str):
@@ -150,250 +77,110 @@ def _require_str(value: Any, where: str, *, optional: bool = False) -> str:
     return value
 
 
-def _require_list(value: Any, where: str) -> list:
+def _list(value: Any, where: str) -> list:
     if not isinstance(value, (list, tuple)):
         raise TypeError(f"{where} must be a list, got {type(value).__name__}")
     return list(value)
 
 
-def _is_number(value: Any) -> bool:
-    return isinstance(value, Number) and not isinstance(value, bool)
-
-
-def _cell_text(value: Any, where: str) -> str:
+def _cell(value: Any, where: str) -> str:
     if value is None:
         return _MISSING_CELL
-    if isinstance(value, str):
-        return value
-    if isinstance(value, (bool, Number)):
+    if isinstance(value, (str, bool, Number)):
         return str(value)
     raise TypeError(f"{where} must be a string, a number or None, got {type(value).__name__}")
 
 
-def _load_figure(path_value: Any, where: str) -> tuple[Path, bytes, str, int, int]:
+def _label(kind: str, number: int, caption: str) -> str:
+    return f"{kind} {number}: {caption}" if caption else f"{kind} {number}"
+
+
+def _table(block: dict, where: str, number: int) -> dict:
+    columns = [_str(c, f"{where}.columns[{i}]") for i, c in enumerate(_list(block.get("columns"), f"{where}.columns"))]
+    if not columns:
+        raise ValueError(f"{where}.columns must not be empty")
+    raw_rows = [_list(r, f"{where}.rows[{i}]") for i, r in enumerate(_list(block.get("rows", []), f"{where}.rows"))]
+    for r, cells in enumerate(raw_rows):
+        if len(cells) != len(columns):
+            raise ValueError(f"{where}.rows[{r}] has {len(cells)} cells but the table has {len(columns)} columns")
+    rows = [[_cell(v, f"{where}.rows[{r}][{c}]") for c, v in enumerate(cells)] for r, cells in enumerate(raw_rows)]
+    # A column is numeric (right-aligned) when it holds a value and every value is a number.
+    numeric = []
+    for c in range(len(columns)):
+        values = [cells[c] for cells in raw_rows if cells[c] is not None]
+        numeric.append(bool(values) and all(isinstance(v, Number) and not isinstance(v, bool) for v in values))
+    caption = _str(block.get("caption"), f"{where}.caption", optional=True)
+    return {"type": "table", "number": number, "label": _label("Table", number, caption), "columns": columns,
+            "rows": rows, "numeric": numeric, "note": _str(block.get("note"), f"{where}.note", optional=True)}
+
+
+def _figure(block: dict, where: str, number: int) -> dict:
     from PIL import Image, UnidentifiedImageError
 
-    path = Path(_require_str(path_value, f"{where}.path"))
+    path = Path(_str(block.get("path"), f"{where}.path"))
     if not path.is_file():
         raise FileNotFoundError(2, f"{where}: figure file not found", str(path))
     data = path.read_bytes()
     try:
         with Image.open(io.BytesIO(data)) as image:
-            fmt = image.format
-            width, height = image.size
+            fmt, (width, height) = image.format, image.size
     except UnidentifiedImageError as exc:
         raise ValueError(f"{where}: {path} is not a readable raster image") from exc
     mime = Image.MIME.get(fmt or "", "")
     if not mime or width <= 0 or height <= 0:
         raise ValueError(f"{where}: {path} is not a usable image (format {fmt!r})")
-    return path, data, mime, width, height
+    caption = _str(block.get("caption"), f"{where}.caption", optional=True)
+    return {"type": "figure", "number": number, "caption": caption, "label": _label("Figure", number, caption),
+            "data": data, "base64": base64.b64encode(data).decode("ascii"), "mime": mime,
+            "width": width, "height": height}
 
 
-def _parse_table(block: dict, where: str, number: int) -> _Table:
-    columns = tuple(
-        _require_str(c, f"{where}.columns[{i}]")
-        for i, c in enumerate(_require_list(block.get("columns"), f"{where}.columns"))
-    )
-    if not columns:
-        raise ValueError(f"{where}.columns must not be empty")
-    raw_rows = _require_list(block.get("rows", []), f"{where}.rows")
-    rows = []
-    numeric = [True] * len(columns)
-    seen_value = [False] * len(columns)
-    for r, raw in enumerate(raw_rows):
-        cells = _require_list(raw, f"{where}.rows[{r}]")
-        if len(cells) != len(columns):
-            raise ValueError(
-                f"{where}.rows[{r}] has {len(cells)} cells but the table has {len(columns)} columns"
-            )
-        for c, value in enumerate(cells):
-            if value is not None:
-                seen_value[c] = True
-                numeric[c] = numeric[c] and _is_number(value)
-        rows.append(tuple(_cell_text(v, f"{where}.rows[{r}][{c}]") for c, v in enumerate(cells)))
-    return _Table(
-        number=number,
-        caption=_require_str(block.get("caption"), f"{where}.caption", optional=True),
-        columns=columns,
-        rows=tuple(rows),
-        numeric=tuple(n and s for n, s in zip(numeric, seen_value)),
-        note=_require_str(block.get("note"), f"{where}.note", optional=True),
-    )
-
-
-def _parse_spec(spec: Any) -> _Document:
+def _parse_spec(spec: Any) -> dict:
+    """Check the spec and return it normalised: cells as text, tables and figures numbered and labelled."""
     if not isinstance(spec, dict):
         raise TypeError(f"report spec must be a dict, got {type(spec).__name__}")
-    title = _require_str(spec.get("title"), "title")
-    subtitle = _require_str(spec.get("subtitle"), "subtitle", optional=True)
+    counts = {"table": 0, "figure": 0}
     sections = []
-    n_tables = n_figures = 0
-    for s, raw_section in enumerate(_require_list(spec.get("sections", []), "sections")):
-        where_s = f"sections[{s}]"
-        if not isinstance(raw_section, dict):
-            raise TypeError(f"{where_s} must be a dict")
-        heading = _require_str(raw_section.get("heading"), f"{where_s}.heading")
-        blocks: list[_Block] = []
-        for b, block in enumerate(_require_list(raw_section.get("blocks", []), f"{where_s}.blocks")):
-            where = f"{where_s}.blocks[{b}]"
+    for s, raw in enumerate(_list(spec.get("sections", []), "sections")):
+        if not isinstance(raw, dict):
+            raise TypeError(f"sections[{s}] must be a dict")
+        heading = _str(raw.get("heading"), f"sections[{s}].heading")
+        blocks = []
+        for b, block in enumerate(_list(raw.get("blocks", []), f"sections[{s}].blocks")):
+            where = f"sections[{s}].blocks[{b}]"
             if not isinstance(block, dict):
                 raise TypeError(f"{where} must be a dict")
             kind = block.get("type")
-            if kind == "paragraph":
-                blocks.append(_Paragraph(_require_str(block.get("text"), f"{where}.text")))
+            if kind in ("paragraph", "code"):
+                blocks.append({"type": kind, "text": _str(block.get("text"), f"{where}.text")})
             elif kind == "bullets":
-                items = _require_list(block.get("items"), f"{where}.items")
-                blocks.append(
-                    _Bullets(tuple(_require_str(x, f"{where}.items[{i}]") for i, x in enumerate(items)))
-                )
-            elif kind == "table":
-                n_tables += 1
-                blocks.append(_parse_table(block, where, n_tables))
-            elif kind == "figure":
-                n_figures += 1
-                path, data, mime, width, height = _load_figure(block.get("path"), where)
-                blocks.append(
-                    _Figure(
-                        number=n_figures,
-                        caption=_require_str(block.get("caption"), f"{where}.caption", optional=True),
-                        path=path,
-                        data=data,
-                        mime=mime,
-                        width_px=width,
-                        height_px=height,
-                    )
-                )
-            elif kind == "code":
-                blocks.append(_Code(_require_str(block.get("text"), f"{where}.text")))
+                items = _list(block.get("items"), f"{where}.items")
+                blocks.append({"type": kind, "items": [_str(x, f"{where}.items[{i}]") for i, x in enumerate(items)]})
+            elif kind in counts:
+                counts[kind] += 1
+                blocks.append((_table if kind == "table" else _figure)(block, where, counts[kind]))
             else:
                 raise ValueError(f"{where}.type is {kind!r}; expected one of {', '.join(_BLOCK_TYPES)}")
-        sections.append(_Section(number=s + 1, heading=heading, blocks=tuple(blocks)))
-    return _Document(title=title, subtitle=subtitle, sections=tuple(sections))
+        sections.append({"number": s + 1, "heading": heading, "label": f"{s + 1}. {heading}", "blocks": blocks})
+    return {"title": _str(spec.get("title"), "title"),
+            "subtitle": _str(spec.get("subtitle"), "subtitle", optional=True), "sections": sections}
 
 
 # ---------------------------------------------------------------------------- HTML
 
-_CSS = """
-:root { color-scheme: light; }
-* { box-sizing: border-box; }
-body {
-  margin: 0; background: #f4f5f7; color: #1d2330;
-  font-family: "DejaVu Sans", "Segoe UI", "Helvetica Neue", Arial, sans-serif;
-  font-size: 16px; line-height: 1.6;
-}
-main {
-  max-width: 60rem; margin: 2rem auto; padding: 2.5rem 3rem;
-  background: #fff; box-shadow: 0 1px 4px rgba(0, 0, 0, 0.08);
-}
-header h1 { font-size: 2rem; line-height: 1.25; margin: 0 0 0.4rem; }
-header .subtitle { font-size: 1.15rem; color: #505a6b; margin: 0; }
-header { border-bottom: 2px solid #2c4a7a; padding-bottom: 1rem; margin-bottom: 1.5rem; }
-nav.toc { background: #f7f9fc; border: 1px solid #dde3ec; padding: 0.8rem 1.5rem; margin-bottom: 2rem; }
-nav.toc h2 { font-size: 1.1rem; margin: 0 0 0.4rem; }
-nav.toc ol { margin: 0; padding-left: 1.5rem; }
-nav.toc a { color: #2c4a7a; text-decoration: none; }
-nav.toc a:hover { text-decoration: underline; }
-section { margin-top: 2.2rem; }
-section > h2 { font-size: 1.45rem; color: #2c4a7a; border-bottom: 1px solid #dde3ec; padding-bottom: 0.2rem; }
-p.text { white-space: pre-line; }
-ul.bullets li { margin: 0.2rem 0; }
-.table-wrap { overflow-x: auto; margin: 1.2rem 0; }
-table { border-collapse: collapse; font-size: 0.88rem; min-width: 50%; }
-caption { caption-side: top; text-align: left; font-style: italic; padding-bottom: 0.4rem; color: #333b48; }
-th, td { border: 1px solid #c6cdd8; padding: 0.3rem 0.55rem; vertical-align: top; }
-thead th { background: #dce2eb; text-align: left; }
-tbody tr:nth-child(even) { background: #f4f6f9; }
-td.num, th.num { text-align: right; font-variant-numeric: tabular-nums; }
-p.note { font-size: 0.85rem; color: #505a6b; margin: 0.3rem 0 0; }
-figure.figure { margin: 1.5rem 0; text-align: center; }
-figure.figure img { max-width: 100%; height: auto; border: 1px solid #e3e7ee; }
-figure.figure figcaption { font-style: italic; color: #333b48; margin-top: 0.4rem; }
-pre.code {
-  background: #f5f6f8; border: 1px solid #dde3ec; padding: 0.8rem 1rem;
-  font-family: "DejaVu Sans Mono", Menlo, Consolas, monospace; font-size: 0.82rem;
-  line-height: 1.45; white-space: pre-wrap; overflow-wrap: anywhere;
-}
-@media print {
-  body { background: #fff; }
-  main { box-shadow: none; margin: 0; max-width: none; }
-  figure.figure, .table-wrap { break-inside: avoid; }
-}
-"""
 
+def _render_html(doc: dict) -> str:
+    import jinja2
 
-def _e(text: str) -> str:
-    return html.escape(text, quote=True)
-
-
-def _html_block(block: _Block) -> list[str]:
-    if isinstance(block, _Paragraph):
-        return [f'<p class="text">{_e(block.text)}</p>']
-    if isinstance(block, _Bullets):
-        return ['<ul class="bullets">', *(f"<li>{_e(item)}</li>" for item in block.items), "</ul>"]
-    if isinstance(block, _Code):
-        return [f'<pre class="code"><code>{_e(block.text)}</code></pre>']
-    if isinstance(block, _Figure):
-        encoded = base64.b64encode(block.data).decode("ascii")
-        return [
-            f'<figure class="figure" id="figure-{block.number}">',
-            f'<img src="data:{block.mime};base64,{encoded}" alt="{_e(block.caption or block.label)}"'
-            f' width="{block.width_px}" height="{block.height_px}">',
-            f"<figcaption>{_e(block.label)}</figcaption>",
-            "</figure>",
-        ]
-    assert isinstance(block, _Table)
-    num_cls = [' class="num"' if n else "" for n in block.numeric]
-    out = [
-        f'<div class="table-wrap" id="table-{block.number}">',
-        "<table>",
-        f"<caption>{_e(block.label)}</caption>",
-        "<thead><tr>" + "".join(f"<th{k}>{_e(c)}</th>" for k, c in zip(num_cls, block.columns)) + "</tr></thead>",
-        "<tbody>",
-    ]
-    for row in block.rows:
-        out.append("<tr>" + "".join(f"<td{k}>{_e(v)}</td>" for k, v in zip(num_cls, row)) + "</tr>")
-    out.append("</tbody>")
-    out.append("</table>")
-    if block.note:
-        out.append(f'<p class="note">{_e(block.note)}</p>')
-    out.append("</div>")
-    return out
-
-
-def _render_html(doc: _Document) -> str:
-    out = [
-        "<!DOCTYPE html>",
-        '<html lang="en">',
-        "<head>",
-        '<meta charset="utf-8">',
-        '<meta name="viewport" content="width=device-width, initial-scale=1">',
-        f"<title>{_e(doc.title)}</title>",
-        f"<style>{_CSS}</style>",
-        "</head>",
-        "<body>",
-        "<main>",
-        "<header>",
-        f"<h1>{_e(doc.title)}</h1>",
-    ]
-    if doc.subtitle:
-        out.append(f'<p class="subtitle">{_e(doc.subtitle)}</p>')
-    out.append("</header>")
-    if doc.sections:
-        out.append('<nav class="toc" aria-label="Contents">')
-        out.append("<h2>Contents</h2>")
-        out.append("<ol>")
-        for section in doc.sections:
-            out.append(f'<li><a href="#section-{section.number}">{_e(section.heading)}</a></li>')
-        out.append("</ol>")
-        out.append("</nav>")
-    for section in doc.sections:
-        out.append(f'<section id="section-{section.number}">')
-        out.append(f"<h2>{_e(section.label)}</h2>")
-        for block in section.blocks:
-            out.extend(_html_block(block))
-        out.append("</section>")
-    out.extend(["</main>", "</body>", "</html>", ""])
-    return "\n".join(out)
+    env = jinja2.Environment(
+        loader=jinja2.PackageLoader("seqedit.report", "templates"),
+        autoescape=True,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        keep_trailing_newline=True,
+        undefined=jinja2.StrictUndefined,
+    )
+    return env.get_template("report.html.j2").render(doc=doc)
 
 
 # ----------------------------------------------------------------------------- PDF
@@ -404,12 +191,12 @@ def _font_files() -> dict[tuple[str, str], Path]:
 
     ttf = Path(matplotlib.get_data_path()) / "fonts" / "ttf"
     files = {
-        (_TEXT_FONT, ""): ttf / "DejaVuSans.ttf",
-        (_TEXT_FONT, "B"): ttf / "DejaVuSans-Bold.ttf",
-        (_TEXT_FONT, "I"): ttf / "DejaVuSans-Oblique.ttf",
-        (_TEXT_FONT, "BI"): ttf / "DejaVuSans-BoldOblique.ttf",
-        (_MONO_FONT, ""): ttf / "DejaVuSansMono.ttf",
-        (_FALLBACK_FONT, ""): ttf / "STIXGeneral.ttf",
+        (_TEXT, ""): ttf / "DejaVuSans.ttf",
+        (_TEXT, "B"): ttf / "DejaVuSans-Bold.ttf",
+        (_TEXT, "I"): ttf / "DejaVuSans-Oblique.ttf",
+        (_TEXT, "BI"): ttf / "DejaVuSans-BoldOblique.ttf",
+        (_MONO, ""): ttf / "DejaVuSansMono.ttf",
+        (_FALLBACK, ""): ttf / "STIXGeneral.ttf",
     }
     for path in files.values():
         if not path.is_file():
@@ -417,342 +204,226 @@ def _font_files() -> dict[tuple[str, str], Path]:
     return files
 
 
-def _new_pdf(doc: _Document):
+def _new_pdf(doc: dict):
     from fpdf import FPDF
+    from fpdf.fonts import TextStyle
 
     class _ReportPDF(FPDF):
         def footer(self) -> None:
-            self.set_y(_FOOTER_Y)
-            self.set_font(_TEXT_FONT, "", 8)
+            self.set_y(-11)
+            self.set_font(_TEXT, "", 8)
             self.set_text_color(110, 110, 110)
             self.cell(0, 5, f"Page {self.page_no()} of {self.str_alias_nb_pages}", align="C")
-            self.set_text_color(0, 0, 0)
 
     pdf = _ReportPDF(orientation="P", unit="mm", format="A4")
     for (family, style), path in _font_files().items():
         pdf.add_font(family, style, str(path))
-    pdf.set_fallback_fonts([_FALLBACK_FONT], exact_match=False)
+    pdf.set_fallback_fonts([_FALLBACK], exact_match=False)
     pdf.alias_nb_pages("{seqedit-report-nb}")
     pdf.set_margins(_MARGIN, _MARGIN, _MARGIN)
     pdf.set_auto_page_break(True, margin=_BOTTOM_MARGIN)
     pdf.set_creation_date(PDF_CREATION_DATE)
-    pdf.set_title(doc.title)
-    if doc.subtitle:
-        pdf.set_subject(doc.subtitle)
+    pdf.set_title(doc["title"])
+    if doc["subtitle"]:
+        pdf.set_subject(doc["subtitle"])
     pdf.set_creator("seqedit report renderer")
     pdf.set_lang("en")
+    pdf.set_section_title_styles(TextStyle(font_family=_TEXT, font_style="B", font_size_pt=14, color=_ACCENT,
+                                           t_margin=4, b_margin=3))
     return pdf
 
 
-def _space_left(pdf) -> float:
-    return pdf.page_break_trigger - pdf.y
+def _height(pdf, width: float, line_h: float, text: str) -> float:
+    return max(1, len(pdf.multi_cell(width, line_h, text, dry_run=True, output="LINES"))) * line_h
 
 
-def _ensure_space(pdf, height: float) -> None:
+def _keep(pdf, height: float) -> None:
     """Start a new page unless `height` mm fit below the cursor (never on a fresh page)."""
-    if height > _space_left(pdf) and pdf.y > pdf.t_margin + 1e-6:
+    if pdf.will_page_break(height) and pdf.y > pdf.t_margin + 1e-6:
         pdf.add_page()
 
 
-def _text_height(pdf, width: float, line_height: float, text: str) -> float:
-    lines = pdf.multi_cell(width, line_height, text, dry_run=True, output="LINES")
-    return max(1, len(lines)) * line_height
+def _text(pdf, text: str, style: str = "", size: float = _BODY_PT, line_h: float = _BODY_LH,
+          color=(0, 0, 0), align: str = "L", family: str = _TEXT, **kwargs) -> None:
+    """A left-margin-wide block of text in the given font and colour; the cursor ends below it."""
+    pdf.set_font(family, style, size)
+    pdf.set_text_color(*color)
+    pdf.multi_cell(0, line_h, text, align=align, new_x="LMARGIN", new_y="NEXT", **kwargs)
+    pdf.set_text_color(0, 0, 0)
 
 
-def _pdf_title_and_toc(pdf, doc: _Document, toc_pages: list[int] | None, links: list[int]) -> None:
-    from fpdf.enums import XPos, YPos
+# The contents page: one line per section, its page number on the right, both linked.
 
-    pdf.set_font(_TEXT_FONT, "B", 20)
-    pdf.multi_cell(0, 9, doc.title, align="L", new_x=XPos.LMARGIN, new_y=YPos.NEXT)
-    if doc.subtitle:
+_CONTENTS_HEAD_H = 9.0
+
+
+def _toc_entries(pdf, labels: list[str]) -> list[float]:
+    pdf.set_font(_TEXT, "", _BODY_PT)
+    return [_height(pdf, pdf.epw - _TOC_PAGE_W, _BODY_LH, label) + 0.8 for label in labels]
+
+
+def _toc_pages(pdf, heights: list[float]) -> int:
+    """Pages the contents take from the cursor on, breaking before an entry that does not fit."""
+    pages, y = 1, pdf.y + _CONTENTS_HEAD_H
+    for h in heights:
+        if y + h > pdf.page_break_trigger:
+            pages, y = pages + 1, pdf.t_margin
+        y += h
+    return pages
+
+
+def _render_toc(pdf, outline) -> None:
+    pdf.set_font(_TEXT, "B", 13)
+    pdf.cell(0, 7, "Contents", new_x="LMARGIN", new_y="NEXT")
+    pdf.ln(_CONTENTS_HEAD_H - 7)
+    for section, h in zip(outline, _toc_entries(pdf, [s.name for s in outline])):
+        if pdf.will_page_break(h):
+            pdf.add_page()
+        link, y = pdf.add_link(page=section.page_number, y=pdf.h - section.dest.top / pdf.k), pdf.y
+        pdf.multi_cell(pdf.epw - _TOC_PAGE_W, _BODY_LH, section.name, link=link, new_x="LMARGIN", new_y="NEXT")
+        pdf.set_xy(pdf.l_margin + pdf.epw - _TOC_PAGE_W, y)
+        pdf.cell(_TOC_PAGE_W, _BODY_LH, str(section.page_number), align="R", link=link)
+        pdf.set_xy(pdf.l_margin, y + h)
+
+
+# Blocks.
+
+
+def _figure_size(pdf, block: dict) -> tuple[float, float, float]:
+    """Width and height of the image, filling the text width unless image and caption would
+    be taller than a page, and the height of its caption (mm)."""
+    pdf.set_font(_TEXT, "I", _CAPTION_PT)
+    caption_h = _height(pdf, pdf.epw, _CAPTION_LH, block["label"])
+    aspect = block["height"] / block["width"]
+    height = min(pdf.epw * aspect, pdf.eph - caption_h - _FIGURE_GAP - 1.0)
+    return height / aspect, height, caption_h
+
+
+def _column_widths(pdf, block: dict) -> tuple[float, list[float]]:
+    """The largest font size at which each column fits its longest word, and widths at that
+    size: natural widths if they fit, else the spare width shared out by what each column lacks."""
+    pad = 2 * _TABLE_PAD + 0.6
+    for size in _TABLE_SIZES_PT:
+        full, word = [0.0] * len(block["columns"]), [0.0] * len(block["columns"])
+        for style, rows in (("B", [block["columns"]]), ("", block["rows"])):
+            pdf.set_font(_TEXT, style, size)
+            for row in rows:
+                for c, text in enumerate(row):
+                    for line in text.split("\n"):
+                        full[c] = max(full[c], pdf.get_string_width(line) + pad)
+                        for token in line.split():
+                            word[c] = max(word[c], min(pdf.get_string_width(token), pdf.epw / 3) + pad)
+        if sum(word) <= pdf.epw:
+            break
+    if sum(full) <= pdf.epw or sum(word) >= pdf.epw:
+        return size, full if sum(full) <= pdf.epw else word
+    lack = [f - w for f, w in zip(full, word)]
+    return size, [w + (pdf.epw - sum(word)) * g / sum(lack) for w, g in zip(word, lack)]
+
+
+def _table_lead(pdf, block: dict, size: float) -> float:
+    """Height of the caption, the header row and the first rows (two lines each, an estimate)."""
+    pdf.set_font(_TEXT, "I", _CAPTION_PT)
+    rows = 1 + min(3, len(block["rows"]))
+    return _height(pdf, pdf.epw, _CAPTION_LH, block["label"]) + 1.5 + rows * (2 * size * 0.3528 * 1.2 + 2 * _TABLE_PAD)
+
+
+def _lead(pdf, block: dict) -> float:
+    """Height of the start of `block`, kept on one page with the heading above it."""
+    if block["type"] == "figure":
+        _, height, caption_h = _figure_size(pdf, block)
+        return height + _FIGURE_GAP + caption_h
+    if block["type"] == "table":
+        return _table_lead(pdf, block, _column_widths(pdf, block)[0])
+    return 3 * (_CODE_LH if block["type"] == "code" else _BODY_LH)
+
+
+def _pdf_table(pdf, block: dict) -> None:
+    from fpdf.enums import TableCellFillMode
+    from fpdf.fonts import FontFace
+
+    size, widths = _column_widths(pdf, block)
+    _keep(pdf, _table_lead(pdf, block, size))
+    _text(pdf, block["label"], "I", _CAPTION_PT, _CAPTION_LH, color=(51, 59, 72))
+    pdf.ln(1.5)
+    pdf.set_font(_TEXT, "", size)
+    pdf.set_draw_color(160, 170, 185)
+    with pdf.table(
+        width=min(sum(widths), pdf.epw), col_widths=widths, align="LEFT", v_align="TOP",
+        text_align=["RIGHT" if n else "LEFT" for n in block["numeric"]],
+        line_height=size * 0.3528 * 1.2, padding=_TABLE_PAD, repeat_headings=1,
+        headings_style=FontFace(emphasis="BOLD", fill_color=(220, 226, 235)),
+        cell_fill_color=(244, 246, 249), cell_fill_mode=TableCellFillMode.ROWS,
+    ) as table:
+        for row in (block["columns"], *block["rows"]):
+            table.row(row)
+    pdf.set_draw_color(0, 0, 0)
+    if block["note"]:
         pdf.ln(1)
-        pdf.set_font(_TEXT_FONT, "", 12)
-        pdf.set_text_color(80, 90, 107)
-        pdf.multi_cell(0, 6, doc.subtitle, align="L", new_x=XPos.LMARGIN, new_y=YPos.NEXT)
-        pdf.set_text_color(0, 0, 0)
+        _text(pdf, block["note"], "I", 8, 3.8, color=(80, 90, 107))
+    pdf.ln(4)
+
+
+def _pdf_figure(pdf, block: dict) -> None:
+    width, height, caption_h = _figure_size(pdf, block)
+    _keep(pdf, height + _FIGURE_GAP + caption_h)
+    y = pdf.y
+    pdf.image(io.BytesIO(block["data"]), x=pdf.l_margin + (pdf.epw - width) / 2, y=y, w=width, h=height)
+    pdf.set_xy(pdf.l_margin, y + height + _FIGURE_GAP)
+    _text(pdf, block["label"], "I", _CAPTION_PT, _CAPTION_LH, color=(51, 59, 72), align="C")
+    pdf.ln(4)
+
+
+def _pdf_block(pdf, block: dict) -> None:
+    kind = block["type"]
+    if kind == "paragraph":
+        _text(pdf, block["text"])
+        pdf.ln(2.5)
+    elif kind == "bullets":
+        for item in block["items"]:
+            _keep(pdf, _BODY_LH)
+            pdf.set_font(_TEXT, "", _BODY_PT)
+            pdf.set_x(pdf.l_margin + 3)
+            pdf.cell(4, _BODY_LH, "\u2022")
+            pdf.multi_cell(pdf.epw - 7, _BODY_LH, item, new_x="LMARGIN", new_y="NEXT")
+            pdf.ln(0.8)
+        pdf.ln(1.7)
+    elif kind == "code":
+        _keep(pdf, 2 * _CODE_LH + 3)
+        pdf.set_fill_color(245, 246, 248)
+        _text(pdf, block["text"].expandtabs(4).rstrip("\n"), "", _CODE_PT, _CODE_LH, family=_MONO,
+              fill=True, wrapmode="CHAR", padding=(1.5, 2.0))
+        pdf.ln(3)
+    elif kind == "table":
+        _pdf_table(pdf, block)
+    else:
+        _pdf_figure(pdf, block)
+
+
+def _render_pdf(doc: dict) -> bytes:
+    pdf = _new_pdf(doc)
+    pdf.add_page()
+    _text(pdf, doc["title"], "B", 20, 9)
+    if doc["subtitle"]:
+        pdf.ln(1)
+        _text(pdf, doc["subtitle"], "", 12, 6, color=(80, 90, 107))
     pdf.ln(2)
-    pdf.set_draw_color(44, 74, 122)
+    pdf.set_draw_color(*_ACCENT)
     pdf.set_line_width(0.6)
     pdf.line(pdf.l_margin, pdf.y, pdf.l_margin + pdf.epw, pdf.y)
     pdf.set_line_width(0.2)
     pdf.set_draw_color(0, 0, 0)
     pdf.ln(5)
-    if not doc.sections:
-        return
-    pdf.set_font(_TEXT_FONT, "B", 13)
-    pdf.cell(0, 7, "Contents", new_x=XPos.LMARGIN, new_y=YPos.NEXT)
-    pdf.ln(1)
-    pdf.set_font(_TEXT_FONT, "", _BODY_PT)
-    text_w = pdf.epw - _TOC_PAGE_W
-    for section, link in zip(doc.sections, links):
-        height = _text_height(pdf, text_w, _BODY_LH, section.label)
-        _ensure_space(pdf, height)
-        y = pdf.y
-        pdf.multi_cell(text_w, _BODY_LH, section.label, align="L", link=link, new_x=XPos.LMARGIN, new_y=YPos.NEXT)
-        page_text = str(toc_pages[section.number - 1]) if toc_pages else ""
-        pdf.set_xy(pdf.l_margin + text_w, y)
-        pdf.cell(_TOC_PAGE_W, _BODY_LH, page_text, align="R", link=link)
-        pdf.set_xy(pdf.l_margin, y + height + 0.8)
-    pdf.ln(6)
-
-
-def _lead_height(pdf, block: _Block) -> float:
-    """Height of the start of `block` that should share a page with the heading above it."""
-    if isinstance(block, _Figure):
-        _, height, caption_h = _figure_geometry(pdf, block)
-        return height + _FIGURE_GAP + caption_h
-    if isinstance(block, _Table):
-        return _table_lead_height(pdf, block)
-    if isinstance(block, _Code):
-        return 3 * _CODE_LH + 3
-    return 3 * _BODY_LH
-
-
-def _pdf_heading(pdf, section: _Section, link: int) -> int:
-    from fpdf.enums import XPos, YPos
-
-    lead = _lead_height(pdf, section.blocks[0]) if section.blocks else 0.0
-    pdf.set_font(_TEXT_FONT, "B", 14)
-    height = _text_height(pdf, pdf.epw, 7, section.label)
-    # Keep the heading on the same page as the start of the section's first block.
-    _ensure_space(pdf, 4 + height + 4 + lead)
-    if pdf.y > pdf.t_margin + 1e-6:
-        pdf.ln(4)
-    pdf.start_section(section.label)
-    pdf.set_link(link, y=pdf.y, page=pdf.page)
-    page = pdf.page
-    pdf.set_text_color(44, 74, 122)
-    pdf.multi_cell(0, 7, section.label, align="L", new_x=XPos.LMARGIN, new_y=YPos.NEXT)
-    pdf.set_text_color(0, 0, 0)
-    pdf.set_draw_color(200, 207, 218)
-    pdf.line(pdf.l_margin, pdf.y + 0.5, pdf.l_margin + pdf.epw, pdf.y + 0.5)
-    pdf.set_draw_color(0, 0, 0)
-    pdf.ln(3)
-    return page
-
-
-def _pdf_paragraph(pdf, block: _Paragraph) -> None:
-    from fpdf.enums import XPos, YPos
-
-    pdf.set_font(_TEXT_FONT, "", _BODY_PT)
-    pdf.multi_cell(0, _BODY_LH, block.text, align="L", new_x=XPos.LMARGIN, new_y=YPos.NEXT)
-    pdf.ln(2.5)
-
-
-def _pdf_bullets(pdf, block: _Bullets) -> None:
-    from fpdf.enums import XPos, YPos
-
-    pdf.set_font(_TEXT_FONT, "", _BODY_PT)
-    indent, gap = 3.0, 4.0
-    text_w = pdf.epw - indent - gap
-    for item in block.items:
-        _ensure_space(pdf, _BODY_LH)
-        pdf.set_x(pdf.l_margin + indent)
-        pdf.cell(gap, _BODY_LH, "\u2022")
-        pdf.multi_cell(text_w, _BODY_LH, item, align="L", new_x=XPos.LMARGIN, new_y=YPos.NEXT)
-        pdf.ln(0.8)
-    pdf.ln(1.7)
-
-
-def _pdf_code(pdf, block: _Code) -> None:
-    from fpdf.enums import WrapMode, XPos, YPos
-
-    text = block.text.expandtabs(4).rstrip("\n")
-    pdf.set_font(_MONO_FONT, "", _CODE_PT)
-    pdf.set_fill_color(245, 246, 248)
-    _ensure_space(pdf, 2 * _CODE_LH + 3)
-    pdf.multi_cell(
-        0,
-        _CODE_LH,
-        text,
-        align="L",
-        fill=True,
-        wrapmode=WrapMode.CHAR,
-        padding=(1.5, 2.0),
-        new_x=XPos.LMARGIN,
-        new_y=YPos.NEXT,
-    )
-    pdf.ln(3)
-
-
-def _pdf_caption(pdf, label: str, align: str) -> None:
-    from fpdf.enums import XPos, YPos
-
-    pdf.set_font(_TEXT_FONT, "I", _CAPTION_PT)
-    pdf.set_text_color(51, 59, 72)
-    pdf.multi_cell(0, _CAPTION_LH, label, align=align, new_x=XPos.LMARGIN, new_y=YPos.NEXT)
-    pdf.set_text_color(0, 0, 0)
-
-
-_FIGURE_GAP = 2.0
-
-
-def _figure_geometry(pdf, block: _Figure) -> tuple[float, float, float]:
-    """Width and height of the scaled image and height of its caption, in mm.
-
-    The image fills the text width unless that would make image plus caption taller
-    than a page, in which case it is scaled down, keeping its aspect ratio.
-    """
-    pdf.set_font(_TEXT_FONT, "I", _CAPTION_PT)
-    caption_h = _text_height(pdf, pdf.epw, _CAPTION_LH, block.label)
-    aspect = block.height_px / block.width_px
-    max_h = pdf.eph - caption_h - _FIGURE_GAP - 1.0
-    width = pdf.epw
-    height = width * aspect
-    if height > max_h:
-        height = max_h
-        width = height / aspect
-    return width, height, caption_h
-
-
-def _pdf_figure(pdf, block: _Figure) -> None:
-    width, height, caption_h = _figure_geometry(pdf, block)
-    _ensure_space(pdf, height + _FIGURE_GAP + caption_h)
-    x = pdf.l_margin + (pdf.epw - width) / 2
-    y = pdf.y
-    pdf.image(io.BytesIO(block.data), x=x, y=y, w=width, h=height)
-    pdf.set_xy(pdf.l_margin, y + height + _FIGURE_GAP)
-    _pdf_caption(pdf, block.label, "C")
-    pdf.ln(4)
-
-
-def _water_fill(widths: list[float], total: float) -> list[float]:
-    """Clip `widths` at the level that makes them sum to `total` (`sum(widths) >= total`)."""
-    rest = sorted(widths)
-    remaining = total
-    for i, w in enumerate(rest):
-        level = remaining / (len(rest) - i)
-        if w >= level:
-            return [min(x, level) for x in widths]
-        remaining -= w
-    return list(widths)
-
-
-def _fit_table(pdf, block: _Table) -> tuple[float, list[float]]:
-    """Pick the largest font size at which the columns fit the text width, and the widths."""
-
-    def measure(size: float) -> tuple[list[float], list[float]]:
-        natural = [0.0] * len(block.columns)
-        word = [0.0] * len(block.columns)
-        # Words wider than the cap are broken inside; column names get a larger cap.
-        body_cap = max(pdf.epw / len(block.columns), 15.0)
-        head_cap = max(pdf.epw / 4, body_cap)
-        for style, cap, rows in (("B", head_cap, (block.columns,)), ("", body_cap, block.rows)):
-            pdf.set_font(_TEXT_FONT, style, size)
-            for row in rows:
-                for c, text in enumerate(row):
-                    for line in text.split("\n"):
-                        natural[c] = max(natural[c], pdf.get_string_width(line))
-                        for token in line.split():
-                            word[c] = max(word[c], min(cap, pdf.get_string_width(token)))
-        pad = 2 * _TABLE_PAD + 0.6
-        return [n + pad for n in natural], [max(w + pad, 6.0) for w in word]
-
-    for size in _TABLE_SIZES_PT:
-        natural, word = measure(size)
-        if sum(word) <= pdf.epw:
-            break
-    if sum(natural) <= pdf.epw:
-        return size, natural
-    if sum(word) >= pdf.epw:
-        # Even the smallest size overflows: narrow the widest columns to a common width.
-        return size, _water_fill(word, pdf.epw)
-    spare = pdf.epw - sum(word)
-    growth = [n - w for n, w in zip(natural, word)]
-    total_growth = sum(growth)
-    return size, [w + spare * g / total_growth for w, g in zip(word, growth)]
-
-
-def _table_line_height(size_pt: float) -> float:
-    return size_pt * 0.3528 * 1.2
-
-
-def _table_lead_height(pdf, block: _Table) -> float:
-    """Height of the caption, the header row and the first rows of a table (estimate)."""
-    size, _ = _fit_table(pdf, block)
-    pdf.set_font(_TEXT_FONT, "I", _CAPTION_PT)
-    caption_h = _text_height(pdf, pdf.epw, _CAPTION_LH, block.label)
-    rows = 1 + min(3, len(block.rows))
-    return caption_h + 1.5 + rows * (2 * _table_line_height(size) + 2 * _TABLE_PAD)
-
-
-def _pdf_table(pdf, block: _Table) -> None:
-    from fpdf.enums import TableCellFillMode, WrapMode
-    from fpdf.fonts import FontFace
-
-    size, widths = _fit_table(pdf, block)
-    line_h = _table_line_height(size)
-    # Keep the caption on the same page as the header row and the first rows.
-    _ensure_space(pdf, _table_lead_height(pdf, block))
-    _pdf_caption(pdf, block.label, "L")
-    pdf.ln(1.5)
-    pdf.set_font(_TEXT_FONT, "", size)
-    pdf.set_draw_color(160, 170, 185)
-    pdf.set_line_width(0.2)
-    with pdf.table(
-        width=min(sum(widths), pdf.epw),
-        col_widths=tuple(widths),
-        align="LEFT",
-        text_align=tuple("RIGHT" if n else "LEFT" for n in block.numeric),
-        v_align="TOP",
-        line_height=line_h,
-        padding=_TABLE_PAD,
-        headings_style=FontFace(emphasis="BOLD", fill_color=(220, 226, 235)),
-        cell_fill_color=(244, 246, 249),
-        cell_fill_mode=TableCellFillMode.ROWS,
-        repeat_headings=1,
-        wrapmode=WrapMode.WORD,
-        first_row_as_headings=True,
-    ) as table:
-        for row in (block.columns, *block.rows):
-            cells = table.row()
-            for text in row:
-                cells.cell(text)
-    pdf.set_draw_color(0, 0, 0)
-    if block.note:
-        from fpdf.enums import XPos, YPos
-
-        pdf.ln(1)
-        pdf.set_font(_TEXT_FONT, "I", 8)
-        pdf.set_text_color(80, 90, 107)
-        pdf.multi_cell(0, 3.8, block.note, align="L", new_x=XPos.LMARGIN, new_y=YPos.NEXT)
-        pdf.set_text_color(0, 0, 0)
-    pdf.ln(4)
-
-
-def _layout_pdf(doc: _Document, toc_pages: list[int] | None):
-    pdf = _new_pdf(doc)
-    pdf.add_page()
-    # Each link is pointed at its section once the section is laid out.
-    links = [pdf.add_link(page=1) for _ in doc.sections]
-    _pdf_title_and_toc(pdf, doc, toc_pages, links)
-    section_pages = []
-    for section, link in zip(doc.sections, links):
-        section_pages.append(_pdf_heading(pdf, section, link))
-        for block in section.blocks:
-            if isinstance(block, _Paragraph):
-                _pdf_paragraph(pdf, block)
-            elif isinstance(block, _Bullets):
-                _pdf_bullets(pdf, block)
-            elif isinstance(block, _Table):
-                _pdf_table(pdf, block)
-            elif isinstance(block, _Figure):
-                _pdf_figure(pdf, block)
-            else:
-                _pdf_code(pdf, block)
-    return pdf, section_pages
-
-
-def _render_pdf(doc: _Document) -> bytes:
-    # The contents list shows each section's page, which is known only after layout;
-    # the page column has a fixed width, so a second pass reproduces the same layout.
-    pdf, pages = _layout_pdf(doc, None)
-    if doc.sections:
-        for _ in range(3):
-            pdf, new_pages = _layout_pdf(doc, pages)
-            if new_pages == pages:
-                break
-            pages = new_pages
+    if doc["sections"]:
+        labels = [s["label"] for s in doc["sections"]]
+        pdf.insert_toc_placeholder(_render_toc, pages=_toc_pages(pdf, _toc_entries(pdf, labels)))
+    for section in doc["sections"]:
+        pdf.set_font(_TEXT, "B", 14)
+        head_h = 4 + _height(pdf, pdf.epw, pdf.font_size, section["label"]) + 3
+        _keep(pdf, head_h + (_lead(pdf, section["blocks"][0]) if section["blocks"] else 0.0))
+        pdf.start_section(section["label"])
+        for block in section["blocks"]:
+            _pdf_block(pdf, block)
     return bytes(pdf.output())
 
 

@@ -282,8 +282,11 @@ def cmd_report(args) -> None:
     from seqedit.report.build import build_spec
 
     study = json.loads(Path(args.study).read_text())
-    check = json.loads(Path(args.knowledge_check).read_text()) if args.knowledge_check else None
-    spec = build_spec(study, args.figures, args.captions, check)
+    def opt(path):
+        return json.loads(Path(path).read_text()) if path else None
+
+    spec = build_spec(study, args.figures, args.captions, opt(args.knowledge_check), opt(args.known),
+                      opt(args.tracing), args.tracing_figure)
     spec.pop("claims")
     render_report(spec, args.html, args.pdf)
     print(f"report written to {args.html} and {args.pdf}")
@@ -339,6 +342,9 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--figures", nargs="+", required=True)
     s.add_argument("--captions", nargs="*", default=[])
     s.add_argument("--knowledge-check", default=None)
+    s.add_argument("--known", default=None, help="known.json of `seqedit known`: the counts for the setup")
+    s.add_argument("--tracing", default=None, help="tracing.json of `seqedit trace` (with --tracing-figure)")
+    s.add_argument("--tracing-figure", default=None)
     s.add_argument("--html", required=True)
     s.add_argument("--pdf", required=True)
     s.set_defaults(fn=cmd_report, threads=None)

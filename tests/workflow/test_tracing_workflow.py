@@ -25,6 +25,8 @@ def test_enabled_tracing_adds_the_stage_and_its_figure():
             " --records data/world/counterfact.json --kind counterfact --out results/testbed/tracing/tracing.json") in out
     assert "papermill notebooks/tracing.ipynb results/testbed/notebooks/tracing.ipynb" in out
     assert "-r tracing results/testbed/tracing/tracing.json" in out
+    assert ("--tracing results/testbed/tracing/tracing.json --tracing-figure figures/testbed_tracing.png"
+            " --html") in out  # the report shows it
 
 
 def test_tracing_without_a_true_object_fails_before_running():

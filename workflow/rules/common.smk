@@ -658,6 +658,23 @@ def get_run_dirs(wildcards, input):
     return " ".join(dict.fromkeys(os.path.dirname(p) for p in input.runs))
 
 
+def report_extra_input():
+    """The report's optional inputs: the known-record counts and the causal tracing with its figure."""
+    extra = {}
+    if known_filter():
+        extra["known"] = f"results/{MODEL}/known/known.json"
+    if tracing_enabled():
+        extra["tracing"] = f"results/{MODEL}/tracing/tracing.json"
+        extra["tracing_figure"] = f"figures/{MODEL}_tracing.png"
+    return extra
+
+
+def report_extra_arg(wildcards, input):
+    """`--known`, `--tracing` and `--tracing-figure` for the inputs report_extra_input() added."""
+    names = {"known": "--known", "tracing": "--tracing", "tracing_figure": "--tracing-figure"}
+    return "".join(f" {flag} {input[key]}" for key, flag in names.items() if key in input.keys())
+
+
 def knowledge_check_arg(wildcards, input):
     """`--knowledge-check FILE` for the report when the testbed was checked, else nothing."""
     return f"--knowledge-check {input.knowledge_check}" if input.knowledge_check else ""
@@ -692,7 +709,8 @@ FIGURES = {
 
 def caption_files():
     """Caption of each figure (workflow/report/<figure>.rst), shared by both reports."""
-    return [os.path.join(workflow.basedir, "workflow", "report", f"{f}.rst") for f in FIGURES]
+    names = list(FIGURES) + (["tracing"] if tracing_enabled() else [])
+    return [os.path.join(workflow.basedir, "workflow", "report", f"{f}.rst") for f in names]
 
 
 def tracing_enabled():

@@ -185,3 +185,34 @@ def test_unedited_row_is_the_first_curve_point_per_seed():
     for r in study["runs"]:
         r["points"] = r["points"][1:]  # a curve that starts after the first batch: no unedited row
     assert before_editing(study, ["efficacy"]) is None
+
+
+def test_report_shows_known_counts_and_the_tracing_figure_beside_the_edited_layers(study, tmp_path):
+    from seqedit.figures import tracing as tracing_figure
+    from seqedit.report.build import build_spec
+
+    s = json.loads(study.read_text())
+    figs = [__import__(f"seqedit.figures.{n}", fromlist=["plot"]).plot(s, tmp_path / "fig", "toy")[0] for n in FIGURES]
+    s["setup"]["hparams"]["memit"] = {**s["setup"]["hparams"].get("memit", {}), "layers": [1, 2]}
+    layers = [{"layer": l, "mean": m, "ci_low": m - 0.01, "ci_high": m + 0.01, "n": 5}
+              for l, m in enumerate([0.02, 0.11, 0.07, 0.01])]
+    tr = {"kind": "mlp", "layers": layers, "effect": [x["mean"] for x in layers], "peak_layer": 1, "rome_layer": 1,
+          "memit_layers": [0, 1], "counts": {"records": 30, "checked": 12, "known": 9, "traced": 5},
+          "settings": {"window": 2, "n_noise": 3}}
+    tr_png = tracing_figure.plot(tr, tmp_path / "fig", "toy")[0]
+    known = {"tried": 40, "known": 29, "known_fraction": 29 / 40}
+    spec = build_spec(s, figs, [], known=known, tracing=tr, tracing_figure=tr_png)
+    setup = next(sec for sec in spec["sections"] if sec["heading"] == "Setup")
+    assert any("29 of 40 tried (72.5 %)" in b.get("text", "") for b in setup["blocks"])
+    headings = [sec["heading"] for sec in spec["sections"]]
+    assert headings.index("Causal tracing") == headings.index("Setup") + 1
+    blocks = spec["sections"][headings.index("Causal tracing")]["blocks"]
+    assert blocks[1] == {"type": "figure", "path": str(tr_png), "caption": "causal tracing"}
+    assert "on 5 known facts (9 known of the first 12 checked)" in blocks[0]["text"]
+    assert "Peak at layer 1" in blocks[0]["text"] and "[0, 1]" in blocks[0]["text"]
+    assert "MEMIT edits [1, 2]" in blocks[0]["text"]
+    no_extra = build_spec(s, figs, [])
+    assert "Causal tracing" not in [sec["heading"] for sec in no_extra["sections"]]
+    assert not any("tried" in b.get("text", "") for sec in no_extra["sections"] for b in sec["blocks"])
+    with pytest.raises(ValueError, match="both the tracing file and its figure"):
+        build_spec(s, figs, [], tracing=tr)

@@ -323,10 +323,14 @@ SCHEMA_SECTIONS = {
     "model": ("seqedit.config", "ModelConfig"),
     "stats": ("seqedit.config", "StatsConfig"),
     "stats.dataset": ("seqedit.data.texts", "TextDatasetConfig"),
+    "stats.generated": ("seqedit.data.texts", "GeneratedTextConfig"),
     "knowledge_check": ("seqedit.config", "KnowledgeCheckConfig"),
     "run": ("seqedit.runner", "RunConfig"),
     "evaluation.consistency": ("seqedit.evaluate.consistency", "ConsistencyConfig"),
 }
+# Sections whose schema sets no defaults on purpose, so that a config leaving them out keeps its
+# stage config (and its cached outputs) unchanged: the library's defaults apply there.
+LIBRARY_DEFAULTS = {"stats.generated", "stats.seed", "stats.convergence"}
 
 
 @pytest.mark.parametrize("where", sorted(SCHEMA_SECTIONS))
@@ -344,6 +348,9 @@ def test_schema_defaults_equal_library_defaults(where):
         assert key in library, f"{where}.{key} is in the schema but not in {name}"
         if "properties" in subschema:  # a nested section: compared under its own entry
             assert f"{where}.{key}" in SCHEMA_SECTIONS, f"{where}.{key} needs an entry in SCHEMA_SECTIONS"
+            continue
+        if where in LIBRARY_DEFAULTS or f"{where}.{key}" in LIBRARY_DEFAULTS:
+            assert "default" not in subschema, f"{where}.{key}: the schema must leave the default to {name}"
             continue
         assert subschema["default"] == library[key], f"{where}.{key}: schema {subschema['default']!r}, {name} {library[key]!r}"
 

@@ -64,12 +64,13 @@ STAGE_SECTIONS = {
     "knowledge_check": ["knowledge_check", "run", "evaluation", "model", "seeds"],
     "stats": ["stats", "model"],
     "edit": ["run", "evaluation", "model"],
+    "tracing": ["tracing", "model"],
     "model_prepare": ["model_source"],
     "known": ["evaluation", "model"],
 }
 # Stages whose config lives in results/{model}/config/{stage}.json; "data" is model-independent
 # (data/world/config.json) and "edit" is per method and seed.
-MODEL_STAGES = ["testbed", "knowledge_check", "stats", "model_prepare", "known"]
+MODEL_STAGES = ["testbed", "knowledge_check", "stats", "tracing", "model_prepare", "known"]
 
 
 MAIN = "main"  # the variant of the main comparison: every method with its own hyperparameters
@@ -259,7 +260,7 @@ def software_env():
 
 
 # Rules that run the model on model.device: with a CUDA device each of their jobs asks for one GPU.
-GPU_RULES = ["testbed_check", "stats_collect", "edit_run", "data_known"]
+GPU_RULES = ["testbed_check", "stats_collect", "edit_run", "trace_run", "data_known"]
 
 
 def resources_for(rule_name):
@@ -657,6 +658,23 @@ def get_run_dirs(wildcards, input):
     return " ".join(dict.fromkeys(os.path.dirname(p) for p in input.runs))
 
 
+def report_extra_input():
+    """The report's optional inputs: the known-record counts and the causal tracing with its figure."""
+    extra = {}
+    if known_filter():
+        extra["known"] = f"results/{MODEL}/known/known.json"
+    if tracing_enabled():
+        extra["tracing"] = f"results/{MODEL}/tracing/tracing.json"
+        extra["tracing_figure"] = f"figures/{MODEL}_tracing.png"
+    return extra
+
+
+def report_extra_arg(wildcards, input):
+    """`--known`, `--tracing` and `--tracing-figure` for the inputs report_extra_input() added."""
+    names = {"known": "--known", "tracing": "--tracing", "tracing_figure": "--tracing-figure"}
+    return "".join(f" {flag} {input[key]}" for key, flag in names.items() if key in input.keys())
+
+
 def knowledge_check_arg(wildcards, input):
     """`--knowledge-check FILE` for the report when the testbed was checked, else nothing."""
     return f"--knowledge-check {input.knowledge_check}" if input.knowledge_check else ""
@@ -691,11 +709,34 @@ FIGURES = {
 
 def caption_files():
     """Caption of each figure (workflow/report/<figure>.rst), shared by both reports."""
-    return [os.path.join(workflow.basedir, "workflow", "report", f"{f}.rst") for f in FIGURES]
+    names = list(FIGURES) + (["tracing"] if tracing_enabled() else [])
+    return [os.path.join(workflow.basedir, "workflow", "report", f"{f}.rst") for f in names]
+
+
+def tracing_enabled():
+    """True when the config asks for causal tracing (tracing.enabled); it needs a true object per record."""
+    if not config["tracing"]["enabled"]:
+        return False
+    if records_kind() != "counterfact":
+        raise WorkflowError(
+            "tracing.enabled needs records with a true object (CounterFact form); "
+            f"data.source '{config['data']['source']}' has none"
+        )
+    return True
+
+
+def tracing_output():
+    """The tracing file and its figure, when tracing is enabled."""
+    if not tracing_enabled():
+        return []
+    return [f"results/{MODEL}/tracing/tracing.json"] + expand(
+        "figures/{model}_tracing.{ext}", model=MODEL, ext=["png", "pdf"]
+    )
 
 
 def get_final_output():
     final = [f"{run_dir(m, v, s)}/metrics.json" for m, v, s in all_runs()]
+    final += tracing_output()
     final += knowledge_check_input()
     final += expand("figures/{model}_{figure}.{ext}", model=MODEL, figure=FIGURES, ext=["png", "pdf"])
     final += expand("results/{model}/report/report.{ext}", model=MODEL, ext=["html", "pdf"])

@@ -19,6 +19,8 @@ from seqedit.figures import ablations, cost, hidden_shift, results_table
 from seqedit.figures.common import label, main_runs
 
 FIGURE_ORDER = ["edit_curves", "results_table", "ablations", "drift", "hidden_shift", "neurons", "cost"]
+# Figures of the unedited model, drawn by their own rules when the config asks for them.
+MODEL_FIGURES = ["tracing"]
 SECTION_OF = {"edit_curves": "Results", "results_table": "Results", "ablations": "Ablations", "drift": "Model drift",
               "hidden_shift": "Hidden-state shift", "neurons": "Neurons", "cost": "Cost"}
 
@@ -97,8 +99,29 @@ def numerics_blocks(study: dict) -> list[dict]:
     return blocks
 
 
+def known_paragraph(known: dict) -> str:
+    """The records the unedited pretrained model knows, from which every seed's stream is drawn."""
+    return (f"Records the unedited model knows (it prefers the true object over the new one on the rewrite prompt): "
+            f"{known['known']} of {known['tried']} tried ({100 * known['known_fraction']:.1f} %); every seed's "
+            f"stream is drawn from these.")
+
+
+def tracing_blocks(tracing: dict, tracing_figure: str | Path, caption: str, setup: dict) -> list[dict]:
+    """Causal tracing of the unedited model: the figure and the layers it suggests beside those edited."""
+    c = tracing["counts"]
+    edited = {m: setup["hparams"].get(m, {}).get("layers") for m in ("rome", "memit") if m in setup["hparams"]}
+    used = "; ".join(f"{label(m)} edits {v}" for m, v in edited.items() if v is not None)
+    text = (f"Indirect effect of the {'MLP' if tracing.get('kind', 'mlp') == 'mlp' else 'block'} output at the "
+            f"subject's last token on {c['traced']} known facts ({c['known']} known of the first {c['checked']} checked). "
+            f"Peak at layer {tracing['peak_layer']} (ROME's layer); MEMIT's window ending there: "
+            f"{tracing['memit_layers']}." + (f" This study: {used}." if used else ""))
+    return [{"type": "paragraph", "text": text},
+            {"type": "figure", "path": str(tracing_figure), "caption": caption}]
+
+
 def build_spec(study: dict, figures: list[str | Path], captions: list[str | Path] | None = None,
-               knowledge_check: dict | None = None) -> dict:
+               knowledge_check: dict | None = None, known: dict | None = None,
+               tracing: dict | None = None, tracing_figure: str | Path | None = None) -> dict:
     setup = study["setup"]
     model = setup["model"].get("name", "model")
     run = setup["run"]
@@ -137,6 +160,12 @@ def build_spec(study: dict, figures: list[str | Path], captions: list[str | Path
             f"Knowledge check of the unedited model on the {k.get('n_records')} records the runs edit: "
             + ", ".join(f"{name} {100 * v:.1f}% (need {100 * k['thresholds'][name]:.0f}%)" for name, v in k["known"].items())
             + f" — {'passed' if k.get('passed') else 'FAILED'}.")})
+    if known:
+        setup_blocks.append({"type": "paragraph", "text": known_paragraph(known)})
+    if (tracing is None) != (tracing_figure is None):
+        raise ValueError("causal tracing in the report needs both the tracing file and its figure")
+    tracing_section = [{"heading": "Causal tracing", "blocks": tracing_blocks(
+        tracing, tracing_figure, caption_text.get("tracing", "causal tracing"), setup)}] if tracing else []
     setup_blocks.append({"type": "table", "caption": "Hyperparameters of the main comparison (the method's file for this model, overrides merged)",
                          "columns": ["Method", "Settings"],
                          "rows": [[label(m), _hparam_summary(setup["hparams"].get(m, {}))] for m in groups]})
@@ -153,6 +182,7 @@ def build_spec(study: dict, figures: list[str | Path], captions: list[str | Path
     prov = study["provenance"]
     sections = [
         {"heading": "Setup", "blocks": setup_blocks},
+        *tracing_section,
         {"heading": "Methods", "blocks": [{"type": "bullets", "items": [METHOD_DESCRIPTION.get(m, m) for m in groups]}]},
         {"heading": "Results", "blocks": [
             figure("edit_curves"),

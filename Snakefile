@@ -24,6 +24,7 @@ include: "workflow/rules/testbed.smk"
 include: "workflow/rules/stats.smk"
 include: "workflow/rules/edit.smk"
 include: "workflow/rules/figures.smk"
+include: "workflow/rules/tracing.smk"
 
 
 # target rules

@@ -25,7 +25,14 @@ DEFAULT_RECORDS = "data/world/counterfact.json"
 DEFAULT_CORPUS = "data/world/corpus.txt"
 WORKFLOW_HINT = "snakemake --cores all results/testbed/stats/mom2.pt"
 
-METHODS = ("memit", "alphaedit", "nse", "nmke", "rome", "ft_l", "kn", "kne")
+
+def _registered_methods() -> tuple[str, ...]:
+    from seqedit.registry import available_methods
+
+    return tuple(available_methods())
+
+
+METHODS = _registered_methods()  # every registered method, in the study's order
 
 
 class MissingInput(SystemExit):

@@ -97,7 +97,7 @@ def test_good_config_edits(tiny_dir, tmp_path, capsys):
 def test_unknown_method(tiny_dir, tmp_path, capsys):
     config = write_config(tmp_path / "c.json", method={"name": "memitt", "hparams": {}})
     code, err = run_cli(capsys, *edit_args(tiny_dir, tmp_path / "run", config=config))
-    assert_one_line_error(code, err, "edit", "unknown method 'memitt'", "memit, nmke")
+    assert_one_line_error(code, err, "edit", "unknown method 'memitt'", "memit, memit_seq, nmke")
     assert_nothing_written(tmp_path / "run")
 
 

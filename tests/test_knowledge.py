@@ -19,8 +19,32 @@ def test_trained_testbed_knows_its_facts(toy_testbed, toy_world):
     result = check_knowledge(model, tok, records, KnowledgeCheckConfig())
     assert result["passed"], result["message"]
     assert result["known"]["rewrite"] >= 0.95 and result["known"]["neighborhood"] >= 0.90
-    zsre = check_knowledge(model, tok, load_records(toy_world / "zsre.json", "zsre"), KnowledgeCheckConfig())
-    assert set(zsre["known"]) == {"rewrite", "paraphrase", "neighborhood"}
+
+
+def test_zsre_check_reads_the_evaluations_numbers(toy_testbed, toy_world):
+    # ZsRE records: rewrite / paraphrase known = P(true) > P(new) on the question and its
+    # paraphrases (the CounterFact comparison), neighborhood = token accuracy of the unrelated
+    # question's gold answer; passed exactly when every fraction meets its threshold.
+    from dataclasses import asdict, replace
+
+    from seqedit.evaluate.counterfact import evaluate_counterfact
+    from seqedit.evaluate.zsre import evaluate_zsre
+
+    model, tok = load_model(str(toy_testbed))
+    records = load_records(toy_world / "zsre.json", "zsre")
+    thresholds = KnowledgeCheckConfig()
+    zsre = check_knowledge(model, tok, records, thresholds)
+    as_cf = [replace(r, kind="counterfact", neighborhood_prompts=()) for r in records]
+    cf = evaluate_counterfact(model, tok, as_cf)
+    per = cf["per_record"]
+    n_para = sum(len(r.paraphrase_prompts) for r in records)
+    para_known = sum((1 - p["paraphrase_success"]) * len(r.paraphrase_prompts) for p, r in zip(per, records)) / n_para
+    assert zsre["known"]["rewrite"] == pytest.approx(1 - cf["summary"]["efficacy"] / 100, abs=1e-9)
+    assert zsre["known"]["paraphrase"] == pytest.approx(para_known, abs=1e-9)
+    spec = evaluate_zsre(model, tok, records)["summary"]["specificity"]
+    assert zsre["known"]["neighborhood"] == pytest.approx(spec / 100, abs=1e-9)
+    assert zsre["passed"] == all(zsre["known"][k] >= v for k, v in asdict(thresholds).items())
+    assert zsre["n_records"] == len(records) > 0
 
 
 def test_untrained_model_fails_with_the_numbers(toy_world, tmp_path, capsys):

@@ -165,3 +165,67 @@ def test_non_finite_solve_mid_run_names_method_layer_round_and_writes_no_result(
     assert sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*") if p.is_file()) == [
         "checkpoint/state.pt"]
     assert torch.load(tmp_path / "checkpoint" / "state.pt", weights_only=False)["round"] == 1
+
+
+PROBED_RECORDS = [
+    EditRecord(EditRequest(i, "{} was born in", s, o, t), kind="counterfact",
+               paraphrase_prompts=(f"Where was {s} born? {s} was born in",),
+               neighborhood_prompts=(f"{n} was born in", "The capital of Zorvia is"))
+    for i, (s, o, t, n) in enumerate([
+        ("Varkel Dunmore", "Quell", "Zorvia", "Tessa Brink"), ("Orin Tallow", "Zorvia", "Quell", "Mirel Astan"),
+        ("Tessa Brink", "Quandex", "Zorvia", "Orin Tallow"), ("Mirel Astan", "Velorian", "Quell", "Varkel Dunmore"),
+        ("Varkel Dunmore", "the lute", "Zorvia", "Orin Tallow"), ("Orin Tallow", "Quell", "Velorian", "Tessa Brink"),
+    ])
+]
+
+
+@pytest.mark.parametrize("model_type", ["gpt2", "gptj", "llama"])
+def test_shared_evaluation_gives_the_reference_curve_metrics_and_hidden_states(tmp_path, tiny_tokenizer, model_type,
+                                                                               monkeypatch):
+    """Same run, evaluated by the reference scorer (plus its own probe passes) and by the shared
+    scorer: the same curve points, final metrics and probe states within float32 round-off, and
+    the shared run evaluates the model once per curve point, the unedited one included."""
+    import numpy as np
+
+    import seqedit.evaluate.hidden
+    from conftest import make_tiny_model
+    from seqedit.evaluate import evaluate_records
+
+    run_cfg = RunConfig(n_edits=6, batch_size=2, eval_every=1, curve_max_records=4)
+    calls = []
+
+    def counted(model, tokenizer, records, cfg):
+        calls.append(len(records))
+        return evaluate_records(model, tokenizer, records, cfg)
+
+    def go(out, eval_cfg):
+        model = make_tiny_model(model_type, len(tiny_tokenizer))
+        editor = NoisyEditor(model, spec_for(model))
+        return run_sequential(model, tiny_tokenizer, PROBED_RECORDS, editor, run_cfg,
+                              {"generation": {"n_records": 0}, **eval_cfg}, out, {"x": 1}, seed=3, progress=False,
+                              evaluate=counted)
+
+    ref = go(tmp_path / "ref", {"reference": True})
+
+    def no_separate_pass(*args, **kwargs):
+        raise AssertionError("the probe states should come from the evaluation passes")
+
+    monkeypatch.setattr(seqedit.evaluate.hidden, "hidden_states", no_separate_pass)
+    calls.clear()
+    new = go(tmp_path / "new", {})
+    assert calls == [4, 2, 4, 6]  # unedited (with the probe), after rounds 0 and 1, final (with the probe)
+
+    curve_ref, curve_new = (json.loads((tmp_path / d / "curve.json").read_text())["points"] for d in ("ref", "new"))
+    assert [p["n_edits"] for p in curve_new] == [p["n_edits"] for p in curve_ref] == [0, 2, 4, 6]
+    for a, b in [(ref["final"], new["final"]), *zip(curve_ref, curve_new)]:
+        assert set(a) == set(b)
+        for key, value in a.items():
+            if isinstance(value, float):
+                assert b[key] == pytest.approx(value, rel=1e-5, abs=1e-3), key  # ×100 numbers
+            else:
+                assert b[key] == value, key
+    h_ref, h_new = np.load(tmp_path / "ref" / "hidden.npz"), np.load(tmp_path / "new" / "hidden.npz")
+    assert sorted(h_ref.files) == sorted(h_new.files)
+    for key in h_ref.files:
+        np.testing.assert_allclose(h_new[key], h_ref[key], rtol=1e-5, atol=1e-5)
+    assert np.abs(h_new["after_rewrite"] - h_new["before_rewrite"]).max() > 1e-4  # the edits moved them

@@ -8,6 +8,7 @@
     seqedit check-knowledge --config CFG --model M --records FILE --kind K --out JSON
     seqedit stats           --config CFG --model M [--corpus TXT] --out FILE.pt
     seqedit edit            --config CFG --model M --stats FILE.pt --records FILE --kind K --out-dir DIR
+    seqedit trace           --config CFG --model M --records FILE --kind K --out tracing.json
     seqedit prepare-model   --config CFG --out DIR [--download-dir DIR]
     seqedit known           --config CFG --model M --records FILE --kind K --out JSON --records-out FILE
 
@@ -129,32 +130,42 @@ def cmd_check_knowledge(args) -> None:
 
 def cmd_stats(args) -> None:
     from seqedit.core.stats import collect_second_moments
-    from seqedit.data.texts import corpus_texts, dataset_texts
+    from seqedit.data.texts import corpus_texts, dataset_texts, generated_texts
     from seqedit.models.arch import spec_for
 
     cfg = read_config(args.config)
     sc = build(StatsConfig, section(cfg, "stats"), "stats")
     if not sc.layers:
         raise ValueError("stats.layers is empty: name the layers to collect")
+    if args.corpus and sc.source != "corpus":
+        raise ValueError(f"stats.source is '{sc.source}': --corpus is not used; drop it or set stats.source: corpus")
     # the texts first: a missing corpus or dataset fails before the model is loaded
     if sc.source == "dataset":
-        if args.corpus:
-            raise ValueError("stats.source is 'dataset': --corpus is not used; drop it or set stats.source: corpus")
         texts = dataset_texts(sc.dataset, sc.n_samples, sc.seed)
         origin = {"dataset": asdict(sc.dataset)}
-    else:
+    elif sc.source == "corpus":
         if not args.corpus:
             raise ValueError("stats.source is 'corpus': give the text file with --corpus")
         texts = corpus_texts(args.corpus, sc.n_samples, sc.seed)
         origin = {"corpus": str(args.corpus)}
     model, tok = _load(cfg, args.model)
     t0 = time.time()
+    if sc.source == "generated":
+        texts = generated_texts(model, tok, sc.generated, sc.n_samples, sc.seed, progress=not args.quiet)
+        origin = {"generated": asdict(sc.generated), "generation_seconds": round(time.time() - t0, 2)}
+    half = max(1, sc.n_samples // 2) if sc.convergence else None
     stats = collect_second_moments(model, tok, spec_for(model), texts, sc.layers, sc.max_length, sc.batch_size,
-                                   progress=not args.quiet)
-    stats.meta.update({**origin, "n_samples": sc.n_samples, "seconds": round(time.time() - t0, 2)})
+                                   progress=not args.quiet, half=half)
+    stats.meta.update({**origin, "source": sc.source, "n_samples": sc.n_samples, "seed": sc.seed,
+                       "seconds": round(time.time() - t0, 2)})
     stats.save(args.out)
-    print(f"layer statistics for layers {stats.layers} over {stats.meta['n_texts']} texts, {stats.count} tokens "
-          f"in {stats.meta['seconds']} s")
+    settled = ""
+    if "convergence" in stats.meta:
+        conv = stats.meta["convergence"]
+        settled = (f"; from {conv['n_texts_half']} to {conv['n_texts']} texts E[kk^T] changes by at most "
+                   f"{100 * conv['max_relative_change']:.2f} % (relative Frobenius norm)")
+    print(f"layer statistics for layers {stats.layers} over {stats.meta['n_texts']} {sc.source} texts, "
+          f"{stats.count} tokens in {stats.meta['seconds']} s{settled}")
 
 
 def _add_capability_probe(eval_cfg: dict, model, tok, all_records, stream) -> None:
@@ -171,6 +182,7 @@ def cmd_edit(args) -> None:
     from seqedit.core.stats import LayerStats
     from seqedit.data.stream import edit_stream
     from seqedit.evaluate import prepare_evaluation
+    from seqedit.methods.base import check_edit_dtype
     from seqedit.models.arch import spec_for
     from seqedit.registry import build_config, get_method
     from seqedit.repro import seed_everything
@@ -195,12 +207,36 @@ def cmd_edit(args) -> None:
     check_records_fit(model, tok, records, _generation_length(section(cfg, "evaluation")))
     _add_capability_probe(eval_cfg, model, tok, all_records, records)
     stats = LayerStats.load(args.stats) if args.stats else None
+    check_edit_dtype(model, build(ModelConfig, section(cfg, "model"), "model").allow_low_precision_edits)
     editor = editor_cls(hp, model, tok, spec_for(model), stats, seed=seed)
     metrics = run_sequential(model, tok, records, editor, run, eval_cfg, args.out_dir, cfg,
                              seed=seed, progress=not args.quiet)
     f = metrics["final"]
     print(f"{method['name']} after {metrics['n_edits']} edits: efficacy {f['efficacy']:.1f}, "
           f"generalization {f['generalization']:.1f}, specificity {f['specificity']:.1f}")
+
+
+def cmd_trace(args) -> None:
+    from seqedit.analysis.tracing import TracingConfig, trace
+    from seqedit.models.arch import spec_for
+    from seqedit.repro import provenance, seed_everything
+
+    cfg = read_config(args.config)
+    tc = build(TracingConfig, section(cfg, "tracing"), "tracing")
+    if args.kind != "counterfact":
+        raise ValueError(f"causal tracing needs records with a true object (counterfact), got --kind {args.kind}")
+    records = _records(cfg, args.records, args.kind)
+    seed_everything(tc.seed)
+    model, tok = _load(cfg, args.model)
+    t0 = time.time()
+    result = trace(model, tok, spec_for(model), [r.request for r in records], tc, progress=not args.quiet)
+    result.update({"records": str(args.records), "seconds": round(time.time() - t0, 2), "provenance": provenance(cfg)})
+    write_json(args.out, result)
+    c = result["counts"]
+    print(f"causal tracing of {c['traced']} known facts ({c['known']} of the first {c['checked']} records known): "
+          f"peak at layer "
+          f"{result['peak_layer']} (indirect effect {result['effect'][result['peak_layer']]:.4f}), MEMIT window "
+          f"{result['memit_layers']}, {result['seconds']} s")
 
 
 def cmd_prepare_model(args) -> None:
@@ -256,8 +292,11 @@ def cmd_report(args) -> None:
     from seqedit.report.build import build_spec
 
     study = json.loads(Path(args.study).read_text())
-    check = json.loads(Path(args.knowledge_check).read_text()) if args.knowledge_check else None
-    spec = build_spec(study, args.figures, args.captions, check)
+    def opt(path):
+        return json.loads(Path(path).read_text()) if path else None
+
+    spec = build_spec(study, args.figures, args.captions, opt(args.knowledge_check), opt(args.known),
+                      opt(args.tracing), args.tracing_figure)
     spec.pop("claims")
     render_report(spec, args.html, args.pdf)
     print(f"report written to {args.html} and {args.pdf}")
@@ -301,6 +340,7 @@ def parser() -> argparse.ArgumentParser:
     add("check-knowledge", cmd_check_knowledge, "model", "records", "kind", "out")
     add("stats", cmd_stats, "model", "corpus", "out", optional=("corpus",))  # corpus: with stats.source corpus
     add("edit", cmd_edit, "model", "stats", "records", "kind", "out-dir", optional=("stats",))
+    add("trace", cmd_trace, "model", "records", "kind", "out")
     add("known", cmd_known, "model", "records", "kind", "out", "records-out")
     add("prepare-model", cmd_prepare_model, "out", "download-dir", optional=("download-dir",))
     s = sub.add_parser("collect", help="collect run folders into one study file")
@@ -312,6 +352,9 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--figures", nargs="+", required=True)
     s.add_argument("--captions", nargs="*", default=[])
     s.add_argument("--knowledge-check", default=None)
+    s.add_argument("--known", default=None, help="known.json of `seqedit known`: the counts for the setup")
+    s.add_argument("--tracing", default=None, help="tracing.json of `seqedit trace` (with --tracing-figure)")
+    s.add_argument("--tracing-figure", default=None)
     s.add_argument("--html", required=True)
     s.add_argument("--pdf", required=True)
     s.set_defaults(fn=cmd_report, threads=None)

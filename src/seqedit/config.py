@@ -13,7 +13,7 @@ from pathlib import Path
 
 import yaml
 
-from seqedit.data.texts import TextDatasetConfig
+from seqedit.data.texts import GeneratedTextConfig, TextDatasetConfig
 
 
 def read_config(path: str | Path) -> dict:
@@ -43,9 +43,10 @@ class ModelConfig:
     path: str | None = None
     dtype: str = "float32"
     device: str = "cpu"
+    allow_low_precision_edits: bool = False  # edit a float16/bfloat16 model (each round logs the rounding loss)
 
 
-STATS_SOURCES = ("corpus", "dataset")
+STATS_SOURCES = ("corpus", "dataset", "generated")
 
 
 @dataclass
@@ -57,6 +58,8 @@ class StatsConfig:
     source: str = "corpus"  # corpus = the lines of --corpus; dataset = `dataset` via datasets.load_dataset
     dataset: TextDatasetConfig | dict | None = None  # None = TextDatasetConfig's defaults
     seed: int = 0
+    generated: GeneratedTextConfig | dict | None = None  # source generated; None = GeneratedTextConfig's defaults
+    convergence: bool | None = None  # C_{n/2} → C_n check; None = on for source generated only
 
     def __post_init__(self):
         for name in ("n_samples", "max_length", "batch_size"):
@@ -68,6 +71,12 @@ class StatsConfig:
             if self.dataset is not None and not isinstance(self.dataset, dict):
                 raise ValueError(f"stats.dataset must be a mapping, got {type(self.dataset).__name__}")
             self.dataset = build(TextDatasetConfig, self.dataset or {}, "stats.dataset")
+        if not isinstance(self.generated, GeneratedTextConfig):
+            if self.generated is not None and not isinstance(self.generated, dict):
+                raise ValueError(f"stats.generated must be a mapping, got {type(self.generated).__name__}")
+            self.generated = build(GeneratedTextConfig, self.generated or {}, "stats.generated")
+        if self.convergence is None:
+            self.convergence = self.source == "generated"
 
 
 @dataclass

@@ -11,7 +11,8 @@ run completes.
 Outputs in `out_dir`: metrics.json (deterministic: config, hash, git commit, versions,
 final metrics), curve.json (points, weight drift and the editor's info per round),
 per_record.json, hidden.npz (final-layer hidden states of the first evaluated records
-before and after the run) and timing.json (seconds per round, peak memory).
+before and after the run, read from the same passes as the curve's first point and the final
+evaluation, so the unedited model is run once) and timing.json (seconds per round, peak memory).
 """
 
 from __future__ import annotations
@@ -153,19 +154,32 @@ def run_sequential(
         random.seed(seed)
         np.random.seed(seed)
 
+    probe_records = records[: run_cfg.curve_max_records]
+
+    def evaluate_probed(subset: list[EditRecord]) -> tuple[dict, dict]:
+        """Evaluate `subset`, whose first records are `probe_records`, and take the probe's hidden
+        states from the same passes; an evaluation that returns none gets its own probe pass."""
+        cfg = eval_cfg if eval_cfg.get("reference") else {**eval_cfg, "hidden_probe": len(probe_records)}
+        result = evaluate(model, tokenizer, subset, cfg)
+        states = result.pop("hidden", None)
+        if states is None:
+            from seqedit.evaluate.hidden import hidden_states
+
+            states = hidden_states(model, tokenizer, probe_records, eval_cfg.get("batch_size", 64))
+        return result, states
+
     def evaluate_prefix(n_done: int) -> dict:
-        done = records[:n_done] if n_done else records[: run_cfg.curve_max_records]
+        done = records[:n_done]
         if len(done) > run_cfg.curve_max_records:
             done = random.Random(seed * 100003 + n_done).sample(done, run_cfg.curve_max_records)
         return evaluate(model, tokenizer, done, eval_cfg)["summary"]
 
-    probe_records = records[: run_cfg.curve_max_records]
-    if start == 0 and not curve:  # the unedited model, on the records to be edited
-        curve.append(_curve_point(0, evaluate_prefix(0)))
+    if start == 0 and not curve:  # the unedited model, on the records to be edited: one pass for curve and probe
         if hidden_probe:
-            from seqedit.evaluate.hidden import hidden_states
-
-            before = hidden_states(model, tokenizer, probe_records, eval_cfg.get("batch_size", 64))
+            first, before = evaluate_probed(probe_records)
+        else:
+            first = evaluate(model, tokenizer, probe_records, eval_cfg)
+        curve.append(_curve_point(0, first["summary"]))
 
     bar = tqdm(range(start, len(batches)), desc=f"{editor.name} rounds", disable=not progress, initial=start,
                total=len(batches))
@@ -194,7 +208,10 @@ def run_sequential(
         if stop_after_rounds is not None and r + 1 >= stop_after_rounds and not last:
             return {}
 
-    final = evaluate(model, tokenizer, records, eval_cfg)
+    if hidden_probe and before is not None:
+        final, after = evaluate_probed(records)
+    else:
+        final = evaluate(model, tokenizer, records, eval_cfg)
     curve.append(_curve_point(len(records), final["summary"]))
     metrics = {
         "method": editor.name, "seed": seed, "n_edits": len(records), "batch_size": run_cfg.batch_size,
@@ -205,9 +222,6 @@ def run_sequential(
                 "weight_norm_before": matrix_norms(w0)})
     write_json(out_dir / "per_record.json", final["per_record"])
     if hidden_probe and before is not None:
-        from seqedit.evaluate.hidden import hidden_states
-
-        after = hidden_states(model, tokenizer, probe_records, eval_cfg.get("batch_size", 64))
         arrays = {f"{when}_{k}": v for when, d in (("before", before), ("after", after)) for k, v in d.items()}
         tmp = out_dir / "hidden.tmp.npz"
         np.savez(tmp, case_id=np.array([r.request.case_id for r in probe_records]), **arrays)

@@ -10,7 +10,7 @@ import json
 import math
 import subprocess
 import sys
-from html import escape as html_escape
+from html import unescape as html_unescape
 from pathlib import Path
 
 import numpy as np
@@ -161,7 +161,7 @@ def test_report_contains_every_figure_table_and_claim(study, tmp_path):
     assert unedited[1:4] == ["0.0 ± 0.0", "0.0 ± 0.0", "100.0 ± 0.0"] and unedited[-1] == "3"
     assert unedited[-2] == "–"  # no consistency was measured at the first point
     assert "before any edit, on the first 40 records" in results["note"]
-    assert html_escape(results["note"]) in text  # the report says where the consistency column's reference texts come from
+    assert results["note"] in html_unescape(text)  # the report says where the consistency column's reference texts come from
     pdf_text = " ".join(" ".join(p.extract_text() for p in PdfReader(pdf).pages).split())
     for claim in spec["claims"]:
         assert claim["verdict"] in pdf_text
@@ -185,3 +185,34 @@ def test_unedited_row_is_the_first_curve_point_per_seed():
     for r in study["runs"]:
         r["points"] = r["points"][1:]  # a curve that starts after the first batch: no unedited row
     assert before_editing(study, ["efficacy"]) is None
+
+
+def test_report_shows_known_counts_and_the_tracing_figure_beside_the_edited_layers(study, tmp_path):
+    from seqedit.figures import tracing as tracing_figure
+    from seqedit.report.build import build_spec
+
+    s = json.loads(study.read_text())
+    figs = [__import__(f"seqedit.figures.{n}", fromlist=["plot"]).plot(s, tmp_path / "fig", "toy")[0] for n in FIGURES]
+    s["setup"]["hparams"]["memit"] = {**s["setup"]["hparams"].get("memit", {}), "layers": [1, 2]}
+    layers = [{"layer": l, "mean": m, "ci_low": m - 0.01, "ci_high": m + 0.01, "n": 5}
+              for l, m in enumerate([0.02, 0.11, 0.07, 0.01])]
+    tr = {"kind": "mlp", "layers": layers, "effect": [x["mean"] for x in layers], "peak_layer": 1, "rome_layer": 1,
+          "memit_layers": [0, 1], "counts": {"records": 30, "checked": 12, "known": 9, "traced": 5},
+          "settings": {"window": 2, "n_noise": 3}}
+    tr_png = tracing_figure.plot(tr, tmp_path / "fig", "toy")[0]
+    known = {"tried": 40, "known": 29, "known_fraction": 29 / 40}
+    spec = build_spec(s, figs, [], known=known, tracing=tr, tracing_figure=tr_png)
+    setup = next(sec for sec in spec["sections"] if sec["heading"] == "Setup")
+    assert any("29 of 40 tried (72.5 %)" in b.get("text", "") for b in setup["blocks"])
+    headings = [sec["heading"] for sec in spec["sections"]]
+    assert headings.index("Causal tracing") == headings.index("Setup") + 1
+    blocks = spec["sections"][headings.index("Causal tracing")]["blocks"]
+    assert blocks[1] == {"type": "figure", "path": str(tr_png), "caption": "causal tracing"}
+    assert "on 5 known facts (9 known of the first 12 checked)" in blocks[0]["text"]
+    assert "Peak at layer 1" in blocks[0]["text"] and "[0, 1]" in blocks[0]["text"]
+    assert "MEMIT edits [1, 2]" in blocks[0]["text"]
+    no_extra = build_spec(s, figs, [])
+    assert "Causal tracing" not in [sec["heading"] for sec in no_extra["sections"]]
+    assert not any("tried" in b.get("text", "") for sec in no_extra["sections"] for b in sec["blocks"])
+    with pytest.raises(ValueError, match="both the tracing file and its figure"):
+        build_spec(s, figs, [], tracing=tr)

@@ -1,5 +1,7 @@
+import pytest
 import torch
 
+from seqedit.core.hooks import capture, stop_after
 from seqedit.core.keys import collect_keys, hidden_at_subject
 from seqedit.core.targets import TargetConfig, optimize_targets
 from seqedit.core.templates import generate_context_templates
@@ -10,6 +12,11 @@ REQUESTS = [
     EditRequest(0, "{} was born in", "Varkel Dunmore", "Quell", "Zorvia"),
     EditRequest(1, "{} works for", "Mirel Astan", "Zorvia", "Quandex"),
     EditRequest(2, "{} speaks", "Orin Tallow", "the lute", "Velorian"),
+]
+# Different prompt lengths, the subject not always first, targets of one and several tokens.
+MIXED = REQUESTS + [
+    EditRequest(3, "The capital of {} is", "Zorvia", "Mirel Astan works for Quandex", "Quell"),
+    EditRequest(4, "Where was {} born? In", "Tessa Brink", "Quell", "Zorvia"),
 ]
 
 
@@ -26,7 +33,7 @@ def test_batched_targets_equal_per_request_targets(tiny_model, tiny_tokenizer):
     spec = spec_for(tiny_model)
     templates = [["{}"], ["The one. {}", "A b c. {}"]]
     cfg = TargetConfig(layer=1, n_steps=8, lr=0.3)
-    z_b, log_b = optimize_targets(tiny_model, tiny_tokenizer, spec, REQUESTS, templates, cfg, mode="batched")
+    z_b, log_b = optimize_targets(tiny_model, tiny_tokenizer, spec, REQUESTS, templates, cfg, mode="reference")
     z_r, log_r = optimize_targets(tiny_model, tiny_tokenizer, spec, REQUESTS, templates, cfg, mode="per_request")
     assert z_b.shape == (3, spec.d_model(tiny_model))
     torch.testing.assert_close(z_b, z_r, rtol=1e-4, atol=1e-5)
@@ -59,3 +66,120 @@ def test_keys_average_templates_by_group(tiny_model, tiny_tokenizer):
     k2 = collect_keys(tiny_model, tiny_tokenizer, spec, [1], REQUESTS, [[t2]])[1]
     assert both[1].shape == (spec.d_ff(tiny_model), 3)
     torch.testing.assert_close(both[1], 0.5 * plain + 0.25 * (k1 + k2), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("module,layer", [("block", 0), ("block", 1), ("mlp", 0), ("mlp", 1)])
+def test_fast_targets_equal_reference_targets(tiny_model, tiny_tokenizer, module, layer):
+    """Only the positions from the subject on, above layer L: the same z, losses and step counts."""
+    spec = spec_for(tiny_model)
+    templates = [["{}"], ["The one. {}", "A b c d e f. {}"]]
+    cfg = TargetConfig(layer=layer, n_steps=8, lr=0.3, module=module)
+    z_f, log_f = optimize_targets(tiny_model, tiny_tokenizer, spec, MIXED, templates, cfg, mode="fast")
+    z_r, log_r = optimize_targets(tiny_model, tiny_tokenizer, spec, MIXED, templates, cfg, mode="reference")
+    assert optimize_targets.__defaults__[-1] == "fast"
+    # float32, a few steps of Adam over a 32-wide model: rounding differences stay ~1e-5 relative.
+    rel = (z_f - z_r).norm(dim=1) / z_r.norm(dim=1)
+    assert rel.max() < 1e-4, rel
+    assert log_f["steps"] == log_r["steps"]
+    torch.testing.assert_close(torch.tensor(log_f["loss"]), torch.tensor(log_r["loss"]), rtol=1e-4, atol=1e-5)
+    # The optimisation moved z away from the unedited value.
+    name = spec.block_name(layer) if module == "block" else spec.mlp_name(layer)
+    assert ((z_f - _plain_output(tiny_model, tiny_tokenizer, name, MIXED)).norm(dim=1) > 1e-3).all()
+    assert all(p.grad is None for p in tiny_model.parameters())
+
+
+def _plain_output(model, tok, name, requests):
+    from seqedit.core.prompts import build_batch
+
+    out = []
+    for r in requests:
+        b = build_batch(tok, [r.prompt], [r.subject])
+        with capture(model, [name]) as seen:
+            model(input_ids=b.input_ids, attention_mask=b.attention_mask)
+        out.append(seen[name][0, b.subject_idx[0]])
+    return torch.stack(out)
+
+
+def test_fast_targets_see_the_cached_prefix(tiny_model, tiny_tokenizer):
+    """The positions before the subject matter: a different context changes the fast z."""
+    spec = spec_for(tiny_model)
+    cfg = TargetConfig(layer=0, n_steps=3, lr=0.3)
+    z_a, _ = optimize_targets(tiny_model, tiny_tokenizer, spec, REQUESTS[:1], [["The one. {}"]], cfg)
+    z_b, _ = optimize_targets(tiny_model, tiny_tokenizer, spec, REQUESTS[:1], [["A b c d e f. {}"]], cfg)
+    z_ra, _ = optimize_targets(tiny_model, tiny_tokenizer, spec, REQUESTS[:1], [["The one. {}"]], cfg, mode="reference")
+    assert (z_a - z_b).norm() > 1e-3 * z_a.norm()
+    assert (z_a - z_ra).norm() < 1e-4 * z_ra.norm()
+
+
+def test_unknown_target_mode_is_rejected(tiny_gpt2, tiny_tokenizer):
+    with pytest.raises(ValueError, match="mode must be one of"):
+        optimize_targets(tiny_gpt2, tiny_tokenizer, spec_for(tiny_gpt2), REQUESTS, [["{}"]], TargetConfig(layer=0),
+                         mode="quick")
+
+
+def test_keys_and_hidden_states_stop_at_the_deepest_module_read(tiny_model, tiny_tokenizer):
+    """No block above the one read and no unembedding runs; the values equal a full forward's."""
+    spec = spec_for(tiny_model)
+    fired = []
+    later = [spec.block_name(2), spec.final_norm, spec.lm_head]
+    handles = [tiny_model.get_submodule(n).register_forward_hook(lambda *_a, n=n: fired.append(n)) for n in later]
+    try:
+        keys = collect_keys(tiny_model, tiny_tokenizer, spec, [0, 1], REQUESTS, [["{}"]])
+        h = hidden_at_subject(tiny_model, tiny_tokenizer, spec, 1, REQUESTS)
+    finally:
+        for hd in handles:
+            hd.remove()
+    assert fired == []
+    torch.testing.assert_close(h.T, _plain_output(tiny_model, tiny_tokenizer, spec.block_name(1), REQUESTS),
+                               rtol=1e-5, atol=1e-6)
+    from seqedit.core.prompts import build_batch
+
+    batch = build_batch(tiny_tokenizer, [r.prompt for r in REQUESTS], [r.subject for r in REQUESTS])
+    name = spec.out_proj_name(1)
+    with capture(tiny_model, [name], what="input") as seen:
+        logits = tiny_model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits
+    assert logits.shape[-1] == len(tiny_tokenizer)
+    full = seen[name][torch.arange(3), torch.tensor(batch.subject_idx)].T
+    torch.testing.assert_close(keys[1], full, rtol=1e-5, atol=1e-6)
+
+
+def test_stop_after_waits_for_every_named_module(tiny_gpt2, tiny_tokenizer):
+    spec = spec_for(tiny_gpt2)
+    ran = []
+    hooks = [tiny_gpt2.get_submodule(spec.block_name(l)).register_forward_hook(lambda *_a, l=l: ran.append(l))
+             for l in range(3)]
+    ids = torch.tensor([[1, 2, 3]])
+    try:
+        with stop_after(tiny_gpt2, [spec.block_name(1), spec.block_name(0)]):
+            tiny_gpt2(input_ids=ids)
+            ran.append("after")  # never reached: the forward ended at block 1
+    finally:
+        for hd in hooks:
+            hd.remove()
+    assert ran == [0, 1]
+    with pytest.raises(ValueError, match="at least one"):
+        with stop_after(tiny_gpt2, []):
+            pass
+
+
+def test_fast_mlp_targets_fall_back_to_reference_where_the_ffn_output_is_not_summed(tiny_gpt2, tiny_tokenizer):
+    """A layout whose block does not add its FFN output to the residual stream takes the full forward;
+    the fast path unembeds only the read positions (a 2-D input to the unembedding)."""
+    import dataclasses
+
+    spec = spec_for(tiny_gpt2)
+    cfg = TargetConfig(layer=0, n_steps=3, lr=0.3, module="mlp")
+    seen = []
+    handle = tiny_gpt2.get_submodule(spec.lm_head).register_forward_hook(lambda _m, a, _o: seen.append(a[0].dim()))
+    try:
+        optimize_targets(tiny_gpt2, tiny_tokenizer, spec, REQUESTS, [["{}"]], cfg, mode="fast")
+        fast_dims, seen[:] = list(seen), []
+        other = dataclasses.replace(spec, mlp_adds_to_residual=False)
+        z_f, log_f = optimize_targets(tiny_gpt2, tiny_tokenizer, other, REQUESTS, [["{}"]], cfg, mode="fast")
+        fallback_dims = list(seen)
+    finally:
+        handle.remove()
+    assert fast_dims == [2, 2, 2] and fallback_dims == [3, 3, 3]
+    z_r, log_r = optimize_targets(tiny_gpt2, tiny_tokenizer, spec, REQUESTS, [["{}"]], cfg, mode="reference")
+    torch.testing.assert_close(z_f, z_r, rtol=1e-6, atol=1e-7)  # the same computation
+    assert log_f["steps"] == log_r["steps"]

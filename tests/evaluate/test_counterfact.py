@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import copy
 import math
-from types import SimpleNamespace
 
 import pytest
 import torch
@@ -97,19 +97,18 @@ def test_batch_size_does_not_change_numbers(tiny_tokenizer, tiny_gpt2):
     assert one["summary"] == pytest.approx(many["summary"], rel=1e-5)
 
 
-class BiasedLM(nn.Module):
-    """A tiny LM whose logits get +`strength` on chosen token ids at every position."""
-
-    def __init__(self, base: nn.Module, token_ids: list[int], strength: float = 30.0):
-        super().__init__()
-        self.base = base
-        bias = torch.zeros(base.config.vocab_size)
-        bias[token_ids] = strength
-        self.register_buffer("bias", bias)
-
-    def forward(self, **kwargs):
-        out = self.base(**kwargs)
-        return SimpleNamespace(logits=out.logits + self.bias, past_key_values=getattr(out, "past_key_values", None))
+def BiasedLM(base: nn.Module, token_ids: list[int], strength: float = 30.0) -> nn.Module:
+    """A copy of `base` whose unembedding adds +`strength` to the logits of chosen token ids at
+    every position (a bias on lm_head), so every scorer sees the same biased model."""
+    model = copy.deepcopy(base)
+    old = model.lm_head
+    head = nn.Linear(old.in_features, old.out_features, bias=True)
+    with torch.no_grad():
+        head.weight.copy_(old.weight)
+        head.bias.zero_()
+        head.bias[token_ids] = strength
+    model.lm_head = head
+    return model.eval()
 
 
 def single_token_records(tokenizer) -> list[EditRecord]:

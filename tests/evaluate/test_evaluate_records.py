@@ -64,3 +64,19 @@ def test_generation_defaults_match_the_schema():
     props = schema["properties"]["evaluation"]["properties"]["generation"]["properties"]
     assert {k: v["default"] for k, v in props.items()} == GENERATION_DEFAULTS
     assert schema["properties"]["evaluation"]["properties"]["batch_size"]["default"] == 64
+    from seqedit.evaluate.packed import DEFAULT_ROW_TOKENS, DEFAULT_TOKEN_BUDGET
+
+    budget = schema["properties"]["evaluation"]["properties"]["token_budget"]
+    assert budget["default"] == DEFAULT_TOKEN_BUDGET and f"{DEFAULT_ROW_TOKENS} tokens" in budget["description"]
+
+
+def test_reference_scorer_and_token_budget_keys(tiny_tokenizer, tiny_gpt2):
+    """evaluate_records passes the scorer's keys on: the reference scorer and any budget give
+    the same numbers; the probe states come back only when asked for."""
+    records = make_records()
+    shared = evaluate_records(tiny_gpt2, tiny_tokenizer, records, {"token_budget": 16, "generation": {"n_records": 0}})
+    ref = evaluate_records(tiny_gpt2, tiny_tokenizer, records, {"reference": True, "generation": {"n_records": 0}})
+    assert shared["summary"] == pytest.approx(ref["summary"], rel=1e-5, abs=1e-3)
+    assert "hidden" not in shared and "hidden" not in ref
+    probed = evaluate_records(tiny_gpt2, tiny_tokenizer, records, {"hidden_probe": 2, "generation": {"n_records": 0}})
+    assert probed["hidden"]["rewrite"].shape == (2, 32)

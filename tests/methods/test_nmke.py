@@ -146,6 +146,57 @@ def test_edits_one_batch_only_masked_neuron_columns(tiny_model, tiny_tokenizer, 
     assert "projector" in editor.state_dict()
 
 
+MATCHED = ("threshold_mode", "nullspace_threshold", "nullspace_energy", "l2")  # config/config.yaml `controls`
+
+
+class AllNeuronsNMKE(NMKEEditor):
+    """NMKE with every neuron kept: the mask is all ones."""
+
+    def neuron_masks(self, requests, templates):
+        d_ff = self.spec.d_ff(self.model)
+        return {l: torch.ones(d_ff, dtype=torch.bool) for l in self.config.layers}, {}
+
+
+def _two_batches(editor_cls, cfg, model_type, tok):
+    """ΔW per layer of each of two batches (the second with C_p of the first), float64."""
+    from conftest import make_tiny_model
+
+    model = make_tiny_model(model_type, len(tok))
+    spec = spec_for(model)
+    stats = collect_second_moments(model, tok, spec, TINY_TEXTS, TINY_LAYERS, progress=False)
+    editor = editor_cls(cfg, model, tok, spec, stats, seed=0)
+    deltas = []
+    for round_, batch in enumerate((TINY_REQUESTS[:1], TINY_REQUESTS[1:])):
+        before = {l: spec.out_weight(model, l).detach().double().clone() for l in TINY_LAYERS}
+        editor.edit_batch(batch, round_)
+        deltas.append({l: spec.out_weight(model, l).detach().double() - before[l] for l in TINY_LAYERS})
+    scale = max(float(spec.out_weight(model, l).detach().abs().max()) for l in TINY_LAYERS)
+    return deltas, scale
+
+
+@pytest.mark.parametrize("restricted", [False, True])
+@pytest.mark.parametrize("model_type", ["gpt2", "llama"])
+def test_matched_control_equals_nmke_with_every_neuron_kept(model_type, tiny_tokenizer, restricted):
+    """AlphaEdit given NMKE's projector and ridge (the matched control) makes NMKE's update when
+    NMKE's mask keeps every neuron, so NMKE against the control differs by the mask alone."""
+    from seqedit.methods.alphaedit import AlphaEditConfig
+
+    nmke_cfg = NMKEConfig(**{**TINY_FAST, "l2": 3.0}, restricted_solve=restricted)
+    shared = {f: getattr(nmke_cfg, f) for f in ("layers", "n_context_templates", "context_template_length",
+                                                   "v_num_grad_steps")}
+    control_cfg = AlphaEditConfig(**shared, **{f: getattr(nmke_cfg, f) for f in MATCHED})
+    nmke, _ = _two_batches(AllNeuronsNMKE, nmke_cfg, model_type, tiny_tokenizer)
+    control, w_max = _two_batches(AlphaEditEditor, control_cfg, model_type, tiny_tokenizer)
+    own, _ = _two_batches(AlphaEditEditor, AlphaEditConfig(**shared, threshold_mode="relative", nullspace_energy=0.2),
+                          model_type, tiny_tokenizer)  # AlphaEdit with other projector and ridge settings
+    # float64 solves, stored in float32 weights: a stored update is exact to a float32 rounding of W
+    atol = 2 * torch.finfo(torch.float32).eps * w_max
+    for n, c, o in zip(nmke, control, own):
+        for l in TINY_LAYERS:
+            torch.testing.assert_close(n[l], c[l], rtol=0, atol=atol)
+            assert float((o[l] - c[l]).norm() / c[l].norm()) > 1e-2  # the settings matter: the check can fail
+
+
 # --- toy testbed: one batch of 8 facts flips -------------------------------------------------------------
 @pytest.fixture(scope="module")
 def edited(toy_testbed, toy_world):

@@ -9,6 +9,7 @@ About four minutes on 2 cores.
 from __future__ import annotations
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -46,8 +47,13 @@ def test_whole_dag_leaves_metrics_curve_and_figure(toy_run):
         assert metrics["n_edits"] == cfg["run"]["n_edits"] and metrics["method"] == method
         assert set(metrics["provenance"]) == {"config_hash", "git", "versions"}
         assert metrics["provenance"]["versions"]["torch"].startswith("2.13.0")
-        for key in ("efficacy", "generalization", "specificity", "fluency"):
-            assert 0.0 <= metrics["final"][key] <= 100.0 or key == "fluency"
+        for key in ("efficacy", "generalization", "specificity"):
+            assert 0.0 <= metrics["final"][key] <= 100.0
+        # Fluency is 100 · (2/3·H2 + 4/3·H3) / 2 in bits over the words of a generation of at most
+        # max_length tokens, so it lies in (0, 100 · log2(max_length)]; 0 would mean every
+        # generation repeats one word.
+        max_length = cfg["evaluation"]["generation"]["max_length"]
+        assert 0.0 < metrics["final"]["fluency"] <= 100.0 * math.log2(max_length)
         curve = json.loads((run_dir / "curve.json").read_text())
         n_points = cfg["run"]["n_edits"] // cfg["run"]["batch_size"] // cfg["run"]["eval_every"] + 1
         assert [p["n_edits"] for p in curve["points"]][0] == 0 and len(curve["points"]) == n_points
@@ -81,12 +87,17 @@ def test_report_renders_every_figure_and_the_claims(toy_run):
 
 
 def test_memit_edits_take_effect_on_the_toy_run(toy_run):
-    # The unedited testbed scores 0 on these records (the curve's first point); after 12
-    # sequential edits some must hold. The single-batch flip rate is asserted in
-    # tests/methods/test_memit.py.
-    curve = json.loads((toy_run / "results/testbed/edit/memit/main/seed~0/curve.json").read_text())
-    assert curve["points"][0]["efficacy"] <= 5.0
-    assert curve["points"][-1]["efficacy"] > curve["points"][0]["efficacy"]
+    # The unedited testbed scores 0 on these records (the curve's first point). After 12
+    # sequential edits in batches of 4, at least half of the edited facts must hold at the end,
+    # and each batch must land when it is made: the efficacy on the records edited so far never
+    # falls to the unedited level. (The single-batch flip rate is asserted in
+    # tests/methods/test_memit.py.)
+    for seed in (0, 1):
+        curve = json.loads((toy_run / f"results/testbed/edit/memit/main/seed~{seed}/curve.json").read_text())
+        points = curve["points"]
+        assert points[0]["efficacy"] <= 5.0
+        assert points[-1]["efficacy"] >= 50.0, points
+        assert all(p["efficacy"] > points[0]["efficacy"] + 20.0 for p in points[1:]), points
 
 
 def test_second_run_does_no_work(toy_run):

@@ -37,9 +37,26 @@ def job_resources(output: str) -> list[tuple[str, dict[str, str]]]:
     return jobs
 
 
+def _control_runs(config: dict, control: dict) -> bool:
+    """A matched control runs when it changes its method's effective settings (else it would
+    repeat the method's main runs)."""
+    from seqedit.registry import effective_settings
+
+    model = config.get("hparams_model") or config["model"]["name"]
+
+    def hparams(method):
+        path = REPO / "config" / "hparams" / method / f"{model}.yaml"
+        return {**yaml.safe_load(path.read_text()), **config.get("hparams", {}).get(method, {})}
+
+    own, match = hparams(control["method"]), hparams(control["match"])
+    matched = {**own, **{p: match[p] for p in control["params"]}}
+    return effective_settings(control["method"], own) != effective_settings(control["method"], matched)
+
+
 def n_runs(config: dict) -> int:
-    """Edit runs of a config: methods × seeds, plus one per ablation value, method and ablation seed."""
+    """Edit runs of a config: (methods + controls) × seeds, plus one per ablation value, method and ablation seed."""
     runs = len(config["methods"]) * len(config["seeds"])
+    runs += sum(_control_runs(config, c) for c in config.get("controls", [])) * len(config["seeds"])
     for ab in config["ablations"]:
         methods = ab["method"] if isinstance(ab["method"], list) else [ab["method"]]
         runs += len(methods) * len(ab["values"]) * len(config["ablation_seeds"])
@@ -183,3 +200,66 @@ def test_hparams_model_picks_the_hyperparameter_files():
     output = result.stdout + result.stderr
     assert result.returncode != 0 and "config/hparams/memit/other.yaml is missing" in output, output
 
+
+
+def test_matched_control_runs_on_the_main_seeds_beside_the_method_it_matches():
+    result = dry_run("--config", "seeds=[0,1]", "methods=[alphaedit,nmke]", "ablations=[]")
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output
+    assert job_counts(output)["edit_run"] == 6  # 2 methods + the control, 2 seeds
+    for seed in (0, 1):
+        assert f"results/testbed/edit/alphaedit/control~nmke_matched/seed~{seed}/metrics.json" in output
+    # without the method it matches, the control is left out
+    result = dry_run("--config", "seeds=[0]", "methods=[alphaedit]", "ablations=[]")
+    output = result.stdout + result.stderr
+    assert result.returncode == 0 and "control~" not in output, output
+    assert job_counts(output)["edit_run"] == 1
+
+
+def test_ablation_whose_arms_act_the_same_is_refused(tmp_path):
+    config = tmp_path / "arms.yaml"
+    config.write_text(yaml.safe_dump({
+        "seeds": [0], "methods": ["nse"], "hparams": {"nse": {"neuron_threshold": 1.0}},
+        "ablations": [{"name": "nse_neurons", "method": "nse", "param": "select_neurons", "values": [True, False]}],
+    }))
+    result = dry_run("--configfile", str(config))
+    output = result.stdout + result.stderr
+    assert result.returncode != 0, output
+    line = next(l for l in output.splitlines() if "ablations.nse_neurons" in l)
+    assert "values true and false give nse identical settings" in line, output
+    assert "Building DAG of jobs" not in output, output
+    # at p = 0.8 the two arms differ: accepted
+    result = dry_run("--configfile", str(config), "--config", "hparams={nse: {neuron_threshold: 0.8}}")
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+@pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
+def test_a_model_below_float32_is_refused_unless_allowed(dtype):
+    args = ("seeds=[0]", "methods=[memit]", "ablations=[]")
+    result = dry_run("--config", f"model={{dtype: {dtype}}}", *args)
+    output = result.stdout + result.stderr
+    assert result.returncode != 0, output
+    line = next(l for l in output.splitlines() if "model.dtype" in l)
+    assert f"model.dtype is {dtype}" in line and "model.allow_low_precision_edits" in line, output
+    result = dry_run("--config", f"model={{dtype: {dtype}, allow_low_precision_edits: true}}", *args)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_paper_configs_edit_in_float32_and_run_the_neuron_ablation_at_two_thresholds():
+    for path in PAPER_CONFIGS:
+        config = yaml.safe_load(path.read_text())
+        assert config["model"]["dtype"] == "float32", path.name
+        assert {"memit", "memit_seq", "alphaedit", "nmke"} <= set(config["methods"]), path.name
+        assert [c["match"] for c in config["controls"] if c["method"] == "alphaedit"] == ["nmke"], path.name
+        neurons = [ab for ab in config["ablations"] if ab["method"] == "nse" and ab.get("param") == "neuron_threshold"]
+        assert len(neurons) == 1 and neurons[0]["values"] == [0.8, 1.0], path.name
+
+
+@pytest.mark.parametrize("model, control", [("gpt2-xl", False), ("gpt-j-6b", False), ("llama3-8b", True)])
+def test_matched_control_runs_only_where_alphaedit_settings_differ_from_nmke(model, control):
+    # GPT2-XL's and GPT-J's AlphaEdit files already state NMKE's projector and ridge: the control
+    # would repeat AlphaEdit's main runs; Llama3's differ in l2 (10 against 1)
+    result = dry_run("--configfile", str(PAPER / f"{model}.yaml"), "--config", "ablations=[]", "--printshellcmds")
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output
+    assert ("edit/alphaedit/control~nmke_matched/seed~0" in output) == control, output[-2000:]

@@ -62,6 +62,7 @@ def expected_counts(config_file: Path, n_seeds: int | None = None, fetch: bool =
     run (and config) per method and seed; `fetch`: the benchmark file is downloaded first."""
     config = yaml.safe_load(config_file.read_text())
     n_runs = len(config["methods"]) * (n_seeds or len(config["seeds"]))
+    n_runs += len(config.get("controls", [])) * (n_seeds or len(config["seeds"]))  # one per control and seed
     for ab in config.get("ablations", []):  # one run per value, method and ablation seed
         methods = ab["method"] if isinstance(ab["method"], list) else [ab["method"]]
         n_runs += len(methods) * len(ab["values"]) * len(config.get("ablation_seeds", [0]))
@@ -264,8 +265,8 @@ def test_unknown_model_name_fails_before_running():
     result = dry_run("--configfile", str(BASIC_CONFIG), "--config", "model={name: gpt5}")
     output = result.stdout + result.stderr
     assert result.returncode != 0, output
-    assert ("no hyperparameters for model 'gpt5': config/hparams/memit/gpt5.yaml, config/hparams/nse/gpt5.yaml "
-            "are missing") in output, output
+    assert ("no hyperparameters for model 'gpt5': config/hparams/memit/gpt5.yaml, config/hparams/memit_seq/gpt5.yaml, "
+            "config/hparams/nse/gpt5.yaml are missing") in output, output
     assert "Building DAG of jobs" not in output, output
 
 
@@ -322,10 +323,14 @@ SCHEMA_SECTIONS = {
     "model": ("seqedit.config", "ModelConfig"),
     "stats": ("seqedit.config", "StatsConfig"),
     "stats.dataset": ("seqedit.data.texts", "TextDatasetConfig"),
+    "stats.generated": ("seqedit.data.texts", "GeneratedTextConfig"),
     "knowledge_check": ("seqedit.config", "KnowledgeCheckConfig"),
     "run": ("seqedit.runner", "RunConfig"),
     "evaluation.consistency": ("seqedit.evaluate.consistency", "ConsistencyConfig"),
 }
+# Sections whose schema sets no defaults on purpose, so that a config leaving them out keeps its
+# stage config (and its cached outputs) unchanged: the library's defaults apply there.
+LIBRARY_DEFAULTS = {"stats.generated", "stats.seed", "stats.convergence"}
 
 
 @pytest.mark.parametrize("where", sorted(SCHEMA_SECTIONS))
@@ -343,6 +348,9 @@ def test_schema_defaults_equal_library_defaults(where):
         assert key in library, f"{where}.{key} is in the schema but not in {name}"
         if "properties" in subschema:  # a nested section: compared under its own entry
             assert f"{where}.{key}" in SCHEMA_SECTIONS, f"{where}.{key} needs an entry in SCHEMA_SECTIONS"
+            continue
+        if where in LIBRARY_DEFAULTS or f"{where}.{key}" in LIBRARY_DEFAULTS:
+            assert "default" not in subschema, f"{where}.{key}: the schema must leave the default to {name}"
             continue
         assert subschema["default"] == library[key], f"{where}.{key}: schema {subschema['default']!r}, {name} {library[key]!r}"
 

@@ -64,12 +64,13 @@ STAGE_SECTIONS = {
     "knowledge_check": ["knowledge_check", "run", "evaluation", "model", "seeds"],
     "stats": ["stats", "model"],
     "edit": ["run", "evaluation", "model"],
+    "tracing": ["tracing", "model"],
     "model_prepare": ["model_source"],
     "known": ["evaluation", "model"],
 }
 # Stages whose config lives in results/{model}/config/{stage}.json; "data" is model-independent
 # (data/world/config.json) and "edit" is per method and seed.
-MODEL_STAGES = ["testbed", "knowledge_check", "stats", "model_prepare", "known"]
+MODEL_STAGES = ["testbed", "knowledge_check", "stats", "tracing", "model_prepare", "known"]
 
 
 MAIN = "main"  # the variant of the main comparison: every method with its own hyperparameters
@@ -150,12 +151,43 @@ def ablation_table():
 
 ABLATIONS = ablation_table()
 
+CONTROL = "control"  # variant of a matched control: control~<name>
+
+
+def control_table():
+    """{control: {"method", "match", "params", "title"}}, validated: `method` run with the
+    settings `params` of `match` (as `match` runs them in the study), on the main seeds. A
+    control whose `match` is not among `methods` has nothing to be compared with and is left out."""
+    if CONTROL in ABLATIONS:
+        raise WorkflowError(f"ablations: the name '{CONTROL}' is reserved for the variants of `controls`")
+    table = {}
+    for spec in config["controls"]:
+        name = spec["name"]
+        if name in table:
+            raise WorkflowError(f"controls: the name '{name}' is used twice")
+        if spec["method"] == spec["match"]:
+            raise WorkflowError(f"controls.{name}: method and match are both '{spec['method']}'")
+        if spec["match"] not in config["methods"]:
+            continue  # a control is compared with the method it matches: without that method, no run
+        table[name] = {
+            "method": spec["method"],
+            "match": spec["match"],
+            "params": list(spec["params"]),
+            "title": spec.get("title", f"{spec['method']} with {spec['match']}'s {', '.join(spec['params'])}"),
+        }
+    return table
+
+
+CONTROLS = control_table()
+
 
 def variant_overrides(method, variant):
     """The settings a run variant changes; {} parts for the main comparison."""
     if variant == MAIN:
         return {"hparams": {}, "run": {}}
     ablation, label = variant.split("~", 1)
+    if ablation == CONTROL:
+        return control_overrides(method, label)
     if ablation not in ABLATIONS or label not in ABLATIONS[ablation]["values"]:
         raise WorkflowError(f"unknown run variant '{variant}' (ablations: {', '.join(ABLATIONS)})")
     if method not in ABLATIONS[ablation]["methods"]:
@@ -163,9 +195,30 @@ def variant_overrides(method, variant):
     return ABLATIONS[ablation]["values"][label]
 
 
+def control_overrides(method, name):
+    """The hyperparameters a matched control takes from its `match`: each of `params` as the
+    matched method's file for this model (with `hparams` overrides) sets it."""
+    if name not in CONTROLS:
+        raise WorkflowError(f"unknown control '{name}' (controls: {', '.join(CONTROLS) or 'none'})")
+    spec = CONTROLS[name]
+    if method != spec["method"]:
+        raise WorkflowError(f"control '{name}' applies to method '{spec['method']}', not '{method}'")
+    matched = method_hparams(spec["match"])
+    unset = [p for p in spec["params"] if p not in matched]
+    if unset:
+        raise WorkflowError(
+            f"controls.{name}: {', '.join(unset)} not set in {hparams_path(spec['match'])} (nor in "
+            f"hparams.{spec['match']}); the control copies only settings the matched method states"
+        )
+    return {"hparams": {p: matched[p] for p in spec["params"]}, "run": {}}
+
+
 def all_runs():
-    """Every edit run of the study as (method, variant, seed): the main comparison, then the ablations."""
+    """Every edit run of the study as (method, variant, seed): the main comparison, the matched
+    controls (on the main seeds), then the ablations."""
     runs = [(m, MAIN, s) for m in config["methods"] for s in config["seeds"]]
+    for name, spec in CONTROLS.items():
+        runs += [(spec["method"], f"{CONTROL}~{name}", s) for s in config["seeds"]]
     for name, ablation in ABLATIONS.items():
         for method in ablation["methods"]:
             for label in ablation["values"]:
@@ -207,7 +260,7 @@ def software_env():
 
 
 # Rules that run the model on model.device: with a CUDA device each of their jobs asks for one GPU.
-GPU_RULES = ["testbed_check", "stats_collect", "edit_run", "data_known"]
+GPU_RULES = ["testbed_check", "stats_collect", "edit_run", "trace_run", "data_known"]
 
 
 def resources_for(rule_name):
@@ -335,6 +388,78 @@ def check_hparams_keys():
 check_hparams_keys()
 
 
+def check_ablation_arms_differ():
+    """Refuse an ablation two of whose values give a method the same effective settings (the
+    library's `effective_settings`, e.g. NSE's select_neurons true/false at p = 1): its arms
+    would be one run twice. Needs the seqedit library beside Snakemake; without it, skipped."""
+    ablations = {name: ab for name, ab in ABLATIONS.items() if len(ab["values"]) > 1}
+    if not ablations:
+        return
+    try:
+        from seqedit.registry import effective_settings
+    except ImportError:
+        print("note: the seqedit library is not importable here; ablation arms are not compared")
+        return
+    for name, ab in ablations.items():
+        for method in ab["methods"]:
+            seen = {}
+            for label, overrides in ab["values"].items():
+                where = f"ablations.{name} ({method}, value {label})"
+                try:
+                    hparams = effective_settings(method, {**method_hparams(method), **overrides["hparams"]}, where)
+                except (TypeError, ValueError) as err:
+                    raise WorkflowError(str(err)) from None
+                settings = json.dumps({"hparams": hparams, "run": {**config["run"], **overrides["run"]}},
+                                      sort_keys=True, default=str)
+                if settings in seen:
+                    raise WorkflowError(
+                        f"ablations.{name}: values {seen[settings]} and {label} give {method} identical settings, "
+                        "so its arms would be the same run; choose values that differ in effect"
+                    )
+                seen[settings] = label
+
+
+check_ablation_arms_differ()
+
+
+def drop_controls_equal_to_main():
+    """A control whose settings act as its method's own (the method's files already state the
+    matched settings) would repeat the method's main runs: it is left out, and the claims use
+    those main runs as the control. Needs the seqedit library beside Snakemake."""
+    try:
+        from seqedit.registry import effective_settings
+    except ImportError:
+        return
+    for name, spec in list(CONTROLS.items()):
+        method = spec["method"]
+        if method not in config["methods"]:
+            continue
+        own = method_hparams(method)
+        matched = {**own, **control_overrides(method, name)["hparams"]}
+        try:
+            same = effective_settings(method, own) == effective_settings(method, matched, f"controls.{name}")
+        except (TypeError, ValueError) as err:
+            raise WorkflowError(str(err)) from None
+        if same:
+            del CONTROLS[name]
+
+
+drop_controls_equal_to_main()
+
+
+def check_edit_dtype():
+    """A model held below float32 is edited only with model.allow_low_precision_edits."""
+    model = config["model"]
+    if model["dtype"] != "float32" and not model["allow_low_precision_edits"]:
+        raise WorkflowError(
+            f"model.dtype is {model['dtype']}: edits are computed in float64 and lose part of their norm when "
+            "added to weights below float32; use float32 or set model.allow_low_precision_edits: true"
+        )
+
+
+check_edit_dtype()
+
+
 def stats_layers():
     """Layers to collect second moments for: stats.layers, or the methods' `layers`."""
     if config["stats"]["layers"] is not None:
@@ -386,6 +511,10 @@ def variant_info(variant):
     if variant == MAIN:
         return {"name": MAIN, "ablation": None, "value": None, "param": None, "title": "main comparison"}
     ablation, label = variant.split("~", 1)
+    if ablation == CONTROL:
+        spec = CONTROLS[label]
+        return {"name": variant, "ablation": None, "value": None, "param": None, "title": spec["title"],
+                "control": label, "match": spec["match"], "matched_params": spec["params"]}
     spec = ABLATIONS[ablation]
     return {"name": variant, "ablation": ablation, "value": label, "param": spec["param"],
             "title": spec["title"]}
@@ -529,6 +658,23 @@ def get_run_dirs(wildcards, input):
     return " ".join(dict.fromkeys(os.path.dirname(p) for p in input.runs))
 
 
+def report_extra_input():
+    """The report's optional inputs: the known-record counts and the causal tracing with its figure."""
+    extra = {}
+    if known_filter():
+        extra["known"] = f"results/{MODEL}/known/known.json"
+    if tracing_enabled():
+        extra["tracing"] = f"results/{MODEL}/tracing/tracing.json"
+        extra["tracing_figure"] = f"figures/{MODEL}_tracing.png"
+    return extra
+
+
+def report_extra_arg(wildcards, input):
+    """`--known`, `--tracing` and `--tracing-figure` for the inputs report_extra_input() added."""
+    names = {"known": "--known", "tracing": "--tracing", "tracing_figure": "--tracing-figure"}
+    return "".join(f" {flag} {input[key]}" for key, flag in names.items() if key in input.keys())
+
+
 def knowledge_check_arg(wildcards, input):
     """`--knowledge-check FILE` for the report when the testbed was checked, else nothing."""
     return f"--knowledge-check {input.knowledge_check}" if input.knowledge_check else ""
@@ -563,11 +709,34 @@ FIGURES = {
 
 def caption_files():
     """Caption of each figure (workflow/report/<figure>.rst), shared by both reports."""
-    return [os.path.join(workflow.basedir, "workflow", "report", f"{f}.rst") for f in FIGURES]
+    names = list(FIGURES) + (["tracing"] if tracing_enabled() else [])
+    return [os.path.join(workflow.basedir, "workflow", "report", f"{f}.rst") for f in names]
+
+
+def tracing_enabled():
+    """True when the config asks for causal tracing (tracing.enabled); it needs a true object per record."""
+    if not config["tracing"]["enabled"]:
+        return False
+    if records_kind() != "counterfact":
+        raise WorkflowError(
+            "tracing.enabled needs records with a true object (CounterFact form); "
+            f"data.source '{config['data']['source']}' has none"
+        )
+    return True
+
+
+def tracing_output():
+    """The tracing file and its figure, when tracing is enabled."""
+    if not tracing_enabled():
+        return []
+    return [f"results/{MODEL}/tracing/tracing.json"] + expand(
+        "figures/{model}_tracing.{ext}", model=MODEL, ext=["png", "pdf"]
+    )
 
 
 def get_final_output():
     final = [f"{run_dir(m, v, s)}/metrics.json" for m, v, s in all_runs()]
+    final += tracing_output()
     final += knowledge_check_input()
     final += expand("figures/{model}_{figure}.{ext}", model=MODEL, figure=FIGURES, ext=["png", "pdf"])
     final += expand("results/{model}/report/report.{ext}", model=MODEL, ext=["html", "pdf"])

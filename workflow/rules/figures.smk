@@ -31,7 +31,7 @@ for _figure, _category in FIGURES.items():
         name:
             f"figure_{_figure}"
         input:
-            notebook=workflow.source_path(f"../../notebooks/{_figure}.ipynb"),
+            notebook=f"notebooks/{_figure}.ipynb",
             study=rules.study_collect.output.study,
         output:
             notebook=f"results/{{model}}/notebooks/{_figure}.ipynb",
@@ -70,6 +70,7 @@ rule report_render:
         figures=expand("figures/{{model}}_{figure}.png", figure=FIGURES),
         captions=caption_files(),
         knowledge_check=knowledge_check_input(),
+        **report_extra_input(),
     output:
         html=report(
             "results/{model}/report/report.html",
@@ -85,6 +86,7 @@ rule report_render:
         ),
     params:
         knowledge_check=knowledge_check_arg,
+        extra=report_extra_arg,
     log:
         "logs/report_render/{model}.log",
     benchmark:
@@ -94,4 +96,4 @@ rule report_render:
         software_env()
     shell:
         "seqedit report --study {input.study} --figures {input.figures} --captions {input.captions}"
-        " {params.knowledge_check} --html {output.html} --pdf {output.pdf} > {log} 2>&1"
+        " {params.knowledge_check}{params.extra} --html {output.html} --pdf {output.pdf} > {log} 2>&1"

@@ -1,6 +1,7 @@
-# Second moments of the edited layers' keys over the corpus or a text dataset (stats.source): once
-# per model, shared by every run. Protected (read-only once written), like the trained testbed:
-# both cost the most to remake, so snakemake refuses to overwrite them until they are deleted.
+# Second moments of the edited layers' keys over the corpus, a text dataset or the model's own
+# generations (stats.source): once per model, shared by every run. Protected (read-only once
+# written), like the trained testbed: both cost the most to remake, so snakemake refuses to
+# overwrite them until they are deleted.
 rule stats_collect:
     input:
         config="results/{model}/config/stats.json",

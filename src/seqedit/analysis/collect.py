@@ -3,7 +3,8 @@
 A run folder holds metrics.json (config with method, variant and seed; final metrics;
 provenance), curve.json (points, drift, per-round info), timing.json and hidden.npz. The
 collected file keeps, per run, what the figures and the report need, in the order given
-(the workflow passes the main comparison first, then the ablations in config order).
+(the workflow passes the main comparison first, then the matched controls, then the ablations
+in config order).
 """
 
 from __future__ import annotations
@@ -39,6 +40,8 @@ def load_run(run_dir: str | Path) -> dict:
         "value": variant.get("value"),
         "param": variant.get("param"),
         "ablation_title": variant.get("title"),
+        "control": variant.get("control"),  # a matched control: its name, the method it matches
+        "match": variant.get("match"),
         "n_edits": metrics["n_edits"],
         "batch_size": metrics["batch_size"],
         "final": metrics["final"],
@@ -68,6 +71,7 @@ def collect(run_dirs: list[str | Path]) -> dict:
         "seeds": sorted({r["seed"] for r in main}),
         "hparams": {r["method"]: r["hparams"] for r in main},
         "ablations": list(dict.fromkeys(r["ablation"] for r in runs if r["ablation"])),
+        "controls": list(dict.fromkeys(r["control"] for r in runs if r["control"])),
     }
     commits = sorted({r["provenance"].get("git", {}).get("commit") or "unknown" for r in runs})
     return {"setup": setup, "runs": runs, "provenance": {**first["provenance"], "commits": commits}}

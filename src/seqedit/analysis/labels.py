@@ -1,7 +1,13 @@
-"""How the study names its methods and its main comparison, shared by the analysis and the figures."""
+"""How the study names its methods and its main comparison, shared by the analysis and the figures.
 
-MAIN = "main"  # the variant of the main comparison (the others are <ablation>~<value>)
-# baselines first, then the methods under study
-METHOD_ORDER = ["ft_l", "kn", "rome", "memit", "alphaedit", "kne", "nse", "nmke"]
-METHOD_LABEL = {"ft_l": "FT-L", "kn": "KN", "rome": "ROME", "memit": "MEMIT", "alphaedit": "AlphaEdit",
-                "kne": "KNE (recon.)", "nse": "NSE", "nmke": "NMKE"}
+The method list, its order (baselines first) and the labels come from the registry
+(`seqedit.registry`), the one place a method is declared.
+"""
+
+from seqedit.registry import available_methods, method_info
+
+MAIN = "main"  # the variant of the main comparison (the others are <ablation>~<value> and control~<name>)
+METHOD_ORDER = available_methods()
+METHOD_LABEL = {m: method_info(m).label for m in METHOD_ORDER}
+BASELINES = [m for m in METHOD_ORDER if method_info(m).kind == "baseline"]
+METHOD_DESCRIPTION = {m: method_info(m).description for m in METHOD_ORDER}

@@ -74,3 +74,44 @@ def edit_input(model: nn.Module, name: str, fn: Callable[[torch.Tensor], torch.T
         yield
     finally:
         handle.remove()
+
+
+class _ForwardStopped(Exception):
+    """Raised from a hook to end a forward pass once everything it had to read has run."""
+
+
+@contextmanager
+def stop_after(model: nn.Module, names: Iterable[str]):
+    """End the forward pass run inside the block once each named module has run.
+
+    The hook raises after the last of `names` to finish; the exception is caught when the
+    block exits, so no later module (later blocks, final norm, unembedding) runs, and the
+    model call is the last statement of the block that executes: one forward per block, and
+    what `capture` recorded is read after the `with`. Hooks registered earlier on the same
+    module (e.g. by an enclosing `capture`) run first.
+    """
+    names = list(dict.fromkeys(names))
+    if not names:
+        raise ValueError("stop_after needs at least one module name")
+    seen: set[str] = set()
+    handles = []
+
+    def make(name):
+        def hook(_mod, _inputs, _output):
+            seen.add(name)
+            if len(seen) == len(names):
+                seen.clear()
+                raise _ForwardStopped
+
+        return hook
+
+    try:
+        for name in names:
+            handles.append(model.get_submodule(name).register_forward_hook(make(name)))
+        try:
+            yield
+        except _ForwardStopped:
+            pass
+    finally:
+        for h in handles:
+            h.remove()

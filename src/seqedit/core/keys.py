@@ -7,14 +7,15 @@
   the residual z − h in the layer-spreading loop.
 
 Both run every prompt of every request in one padded batch (chunked), one forward per chunk
-for all requested layers.
+for all requested layers, and each forward stops once the deepest module read has run: no
+block above it and no unembedding is computed.
 """
 
 from __future__ import annotations
 
 import torch
 
-from seqedit.core.hooks import capture
+from seqedit.core.hooks import capture, stop_after
 from seqedit.core.prompts import build_batch
 from seqedit.core.templates import fill_context
 from seqedit.data.records import EditRequest
@@ -30,8 +31,8 @@ def _at_subject(model, tokenizer, module_names: list[str], what: str, prompts, s
         batch = build_batch(tokenizer, prompts[s : s + chunk], subjects[s : s + chunk]).to(device)
         rows = torch.arange(len(batch.subject_idx), device=device)
         pos = torch.tensor(batch.subject_idx, device=device)
-        with capture(model, module_names, what=what) as seen:
-            model(input_ids=batch.input_ids, attention_mask=batch.attention_mask)
+        with capture(model, module_names, what=what) as seen, stop_after(model, module_names):
+            model(input_ids=batch.input_ids, attention_mask=batch.attention_mask, use_cache=False)
         for n in module_names:
             out[n].append(seen[n][rows, pos])
     return {n: torch.cat(v) for n, v in out.items()}

@@ -4,10 +4,17 @@ One streamed pass over a text corpus or dataset (`seqedit.data.texts`) collects 
 requested layer at once (one forward per batch, hooks on all the W_out modules). Memory is
 one (d_ff × d_ff) accumulator per layer, independent of the number of tokens, plus the token
 ids of one chunk of texts. Padding tokens are excluded.
+
+With `half` set, the first `half` texts are collected first (length-sorted among themselves), the
+sums are copied aside, and the rest follow: C_{n/2} is then the statistic of the first half of the
+sample and C_n that of all of it, and the relative change ‖C_n − C_{n/2}‖_F / ‖C_n‖_F per layer,
+written in `meta["convergence"]`, says whether n texts are enough (a small change: the estimate
+has settled).
 """
 
 from __future__ import annotations
 
+import itertools
 import os
 import pickle
 import random
@@ -96,11 +103,15 @@ def collect_second_moments(
     dtype: torch.dtype = torch.float64,
     progress: bool = True,
     chunk_batches: int = 256,
+    half: int | None = None,
 ) -> LayerStats:
     """One pass over `texts` (a list or a lazy stream), accumulating Σ k kᵀ for every layer in `layers`.
 
-    Texts are tokenized and length-sorted `chunk_batches` batches at a time.
+    Texts are tokenized and length-sorted `chunk_batches` batches at a time. `half`: also measure
+    the convergence from the first `half` texts to all of them (see the module's docstring).
     """
+    if half is not None and int(half) < 1:
+        raise ValueError(f"the first part of the convergence check needs >= 1 text, got {half}")
     layers = sorted(set(int(l) for l in layers))
     spec.check_layers(model, layers)
     d_ff = spec.d_ff(model)
@@ -111,22 +122,44 @@ def collect_second_moments(
     count = n_texts = 0
     total = len(texts) if hasattr(texts, "__len__") else None
     bar = tqdm(total=total, desc="layer stats", unit="text", disable=not progress, mininterval=2.0)
-    for encoded in _length_sorted_chunks(tokenizer, texts, max_length, chunk_batches * batch_size):
-        for s in range(0, len(encoded), batch_size):
-            rows = encoded[s : s + batch_size]
-            ids, mask = pad_batch(rows, pad)
-            ids, mask = ids.to(device), mask.to(device)
-            with capture(model, names, what="input") as seen:
-                model(input_ids=ids, attention_mask=mask)
-            keep = mask.bool()
-            for name, layer in names.items():
-                k = seen[name][keep].to(dtype)  # (n_tokens, d_ff)
-                acc[layer].addmm_(k.T, k)
-            count += int(keep.sum())
-            n_texts += len(rows)
-            bar.update(len(rows))
+    stream = iter(texts)
+    parts = [stream] if half is None else [itertools.islice(stream, int(half)), stream]
+    first_part = None
+    for part in parts:
+        for encoded in _length_sorted_chunks(tokenizer, part, max_length, chunk_batches * batch_size):
+            for s in range(0, len(encoded), batch_size):
+                rows = encoded[s : s + batch_size]
+                ids, mask = pad_batch(rows, pad)
+                ids, mask = ids.to(device), mask.to(device)
+                with capture(model, names, what="input") as seen:
+                    model(input_ids=ids, attention_mask=mask)
+                keep = mask.bool()
+                for name, layer in names.items():
+                    k = seen[name][keep].to(dtype)  # (n_tokens, d_ff)
+                    acc[layer].addmm_(k.T, k)
+                count += int(keep.sum())
+                n_texts += len(rows)
+                bar.update(len(rows))
+        if first_part is None and half is not None:
+            first_part = ({l: a.cpu().clone() for l, a in acc.items()}, count, n_texts)
     bar.close()
     if n_texts == 0:
         raise ValueError("no non-empty text to collect layer statistics over")
     meta = {"layers": layers, "n_texts": n_texts, "max_length": max_length, "dtype": str(dtype)}
-    return LayerStats(mom2={l: a.cpu() for l, a in acc.items()}, count=count, meta=meta)
+    mom2 = {l: a.cpu() for l, a in acc.items()}
+    if first_part is not None:
+        meta["convergence"] = convergence(mom2, count, n_texts, *first_part)
+    return LayerStats(mom2=mom2, count=count, meta=meta)
+
+
+def convergence(mom2: dict, count: int, n_texts: int, mom2_half: dict, count_half: int, n_half: int) -> dict:
+    """‖C_n − C_{n/2}‖_F / ‖C_n‖_F per layer, C = Σ k kᵀ / tokens, with the counts of both samples."""
+    if count_half == 0:
+        raise ValueError("the first part of the convergence check holds no token")
+    change = {}
+    for layer, total in mom2.items():
+        c_n = total.double() / count
+        c_half = mom2_half[layer].double() / count_half
+        change[int(layer)] = float(torch.linalg.matrix_norm(c_n - c_half) / torch.linalg.matrix_norm(c_n))
+    return {"n_texts": n_texts, "n_texts_half": n_half, "tokens": count, "tokens_half": count_half,
+            "relative_change": change, "max_relative_change": max(change.values())}

@@ -11,21 +11,38 @@ with Adam; after each step ‖δ‖ is clamped to clamp_norm_factor · ‖h_init
 once its loss is below `early_stop_loss`; at most `n_steps − 1` steps are taken (the last
 iteration only evaluates), as in the reference. z = h_init + δ.
 
-Batched mode optimises all requests of a batch together in one padded forward/backward per
-step. The loss is the *sum* of per-request losses, so each δ_i sees exactly its own gradient;
-Adam is element-wise and all rows step together, so this equals per-request optimisation
-(`mode="per_request"`, kept as the reference) up to float rounding. The loss is read from the
-model's final logits (the reference's v_loss_layer is the last layer for every model).
+All requests of a batch are optimised together. The loss is the *sum* of per-request losses,
+so each δ_i sees exactly its own gradient; Adam is element-wise and all rows step together, so
+this equals per-request optimisation up to float rounding. The loss is read from the model's
+final logits (the reference's v_loss_layer is the last layer for every model).
+
+Modes (all give the same z up to float rounding):
+- `"fast"` (default): computes only what depends on δ. One no-grad forward of the unedited
+  prompts records block L's output and, for every layer above L, the keys/values of the
+  positions before each prompt's subject-last token p. Each step then runs only the positions
+  ≥ p, starting from block L's output (+ δ at p), through the blocks above L, attending to the
+  cached prefix, and applies the final norm and unembedding only at the target positions and
+  the KL position. With `module="mlp"` (ROME) δ is added to the FFN output of block L; in a
+  block that adds its FFN output to the residual stream as a plain sum (every layout in
+  `models/arch.py`) that is the same as adding δ to block L's output, so the same path serves,
+  with h_init read from the FFN output. A layout without that property falls back to
+  `"reference"`.
+- `"reference"` (alias `"batched"`): one padded full forward/backward of every prompt per step,
+  δ added by a hook, logits over the whole vocabulary at every position.
+- `"per_request"`: the reference computation, one request at a time.
 """
 
 from __future__ import annotations
 
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Callable
 
 import torch
 
-from seqedit.core.hooks import edit_output
+from transformers import DynamicCache
+
+from seqedit.core.hooks import _first, capture, edit_output, stop_after
 from seqedit.core.prompts import build_batch
 from seqedit.core.templates import fill_context, flatten
 from seqedit.data.records import EditRequest
@@ -60,6 +77,28 @@ def _module_name(spec: ModelSpec, cfg: TargetConfig) -> str:
     return spec.block_name(cfg.layer) if cfg.module == "block" else spec.mlp_name(cfg.layer)
 
 
+MODES = ("fast", "reference", "batched", "per_request")
+
+
+class _PrefixCache:
+    """Key/value cache of the positions before p, per layer, read-only: `update` returns the
+    cached keys/values followed by the new ones and never stores the new ones, so one cache
+    serves every optimisation step."""
+
+    def __init__(self, kv: dict[int, tuple[torch.Tensor, torch.Tensor]]):
+        self.kv = kv
+
+    def update(self, key, value, layer_idx, *_args, **_kwargs):
+        k, v = self.kv[layer_idx]
+        return torch.cat([k, key.to(k.dtype)], dim=-2), torch.cat([v, value.to(v.dtype)], dim=-2)
+
+
+def _cached_kv(cache, layer: int) -> tuple[torch.Tensor, torch.Tensor]:
+    if hasattr(cache, "layers"):
+        return cache.layers[layer].keys, cache.layers[layer].values
+    return cache.key_cache[layer], cache.value_cache[layer]  # older transformers
+
+
 def optimize_targets(
     model,
     tokenizer,
@@ -67,19 +106,21 @@ def optimize_targets(
     requests: list[EditRequest],
     templates: list[list[str]],
     cfg: TargetConfig,
-    mode: str = "batched",
+    mode: str = "fast",
 ) -> tuple[torch.Tensor, dict]:
     """Return z (n_requests, d_model) and a log {"loss": [...], "steps": [...]} per request."""
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {list(MODES)}, got {mode!r}")
     if mode == "per_request":
         zs, logs = [], {"loss": [], "steps": []}
         for r in requests:
-            z, log = optimize_targets(model, tokenizer, spec, [r], templates, cfg, mode="batched")
+            z, log = optimize_targets(model, tokenizer, spec, [r], templates, cfg, mode="reference")
             zs.append(z)
             logs["loss"] += log["loss"]
             logs["steps"] += log["steps"]
         return torch.cat(zs), logs
-    if mode != "batched":
-        raise ValueError(f"mode must be 'batched' or 'per_request', got {mode!r}")
+    if mode == "fast" and cfg.module == "mlp" and not spec.mlp_adds_to_residual:
+        mode = "reference"
 
     device = next(model.parameters()).device
     contexts = flatten(templates)
@@ -113,51 +154,130 @@ def optimize_targets(
     t_rows, t_pos, t_ids = (torch.tensor(x, device=device) for x in (t_rows, t_pos, t_ids))
     t_w = torch.tensor(t_w, device=device)
 
-    name = _module_name(spec, cfg)
     d = spec.d_model(model)
     delta = torch.zeros(n, d, device=device, requires_grad=True)
+    idx = dict(rows=rows, pos=pos, own=own, n_rw=n_rw, n_ctx=n_ctx, t_rows=t_rows, t_pos=t_pos, t_ids=t_ids)
+    with frozen(model):
+        build = _fast_forward if mode == "fast" else _reference_forward
+        step_logp, state = build(model, spec, cfg, batch, delta, idx)
+        return _optimize(cfg, n, n_ctx, delta, state, step_logp, t_rows, t_w)
+
+
+# step_logp() -> (log p of each teacher-forced target token (n_target_tokens,),
+#                 log p over the vocabulary at each KL prompt's subject-last token (n, vocab)).
+# The builders also return a dict whose "h_init" (n, d) is set by the end of the first call.
+StepFn = Callable[[], tuple[torch.Tensor, torch.Tensor]]
+
+
+def _reference_forward(model, spec, cfg, batch, delta, idx) -> tuple[StepFn, dict]:
+    """Full padded forward of every prompt, δ added by a hook; h_init read on the first call."""
+    rows, pos, own, n_rw, n_ctx = idx["rows"], idx["pos"], idx["own"], idx["n_rw"], idx["n_ctx"]
+    name = _module_name(spec, cfg)
+    state = {}
+
+    def add_delta(h):
+        if "h_init" not in state:  # first pass: δ = 0, record the unedited value at the "{}" prompt
+            state["h_init"] = h[rows[:n_rw:n_ctx], pos[:n_rw:n_ctx]].detach().clone()  # (n, d)
+        return h.index_put((rows, pos), delta[own].to(h.dtype), accumulate=True)
+
+    def step():
+        with edit_output(model, name, add_delta):
+            logits = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits
+        logp = torch.log_softmax(logits.float(), dim=-1)
+        return logp[idx["t_rows"], idx["t_pos"], idx["t_ids"]], logp[rows[n_rw:], pos[n_rw:]]
+
+    return step, state
+
+
+def _fast_forward(model, spec, cfg, batch, delta, idx) -> tuple[StepFn, dict]:
+    """Run the unedited prompts once; each step runs only positions ≥ p through the blocks above L."""
+    rows, pos, own, n_rw, n_ctx = idx["rows"], idx["pos"], idx["own"], idx["n_rw"], idx["n_ctx"]
+    device = batch.input_ids.device
+    L, n_layers = cfg.layer, spec.n_layers(model)
+    block_l = spec.block_name(L)
+    read = [block_l] + ([spec.mlp_name(L)] if cfg.module == "mlp" else [])
+    cache = DynamicCache(config=model.config)
+    with torch.no_grad(), capture(model, read) as seen, stop_after(model, [spec.block_name(n_layers - 1)]):
+        model(input_ids=batch.input_ids, attention_mask=batch.attention_mask, past_key_values=cache, use_cache=True)
+    h_l = seen[block_l]  # (B, T, d): block L's output, δ = 0
+    h_init = seen[read[-1]][rows[:n_rw:n_ctx], pos[:n_rw:n_ctx]].clone()  # (n, d)
+
+    # Suffix j of row b is absolute position p_b + j; padded slots repeat the row's last token.
+    lengths = torch.tensor(batch.lengths, device=device)
+    n_prefix = int(pos.max())  # cached prefix width: positions 0 .. max p − 1
+    width = int((lengths - pos).max())
+    j = torch.arange(width, device=device)
+    at = torch.minimum(pos[:, None] + j, lengths[:, None] - 1)  # (B, S) absolute positions
+    h0 = h_l[rows[:, None], at]  # (B, S, d)
+    at_p = (j == 0).to(h0.dtype)[None, :, None]  # δ enters at suffix slot 0 (= p)
+    # Additive mask over [prefix slots, suffix slots]: prefix slot k is real for k < p_b;
+    # suffix slot k' is visible from slot j when k' ≤ j (causal).
+    k = torch.arange(n_prefix, device=device)
+    see_prefix = (k[None, :] < pos[:, None])[:, None, :].expand(-1, width, -1)  # (B, S, P)
+    see_suffix = (j[None, :] <= j[:, None])[None].expand(len(rows), -1, -1)  # (B, S, S)
+    allowed = torch.cat([see_prefix, see_suffix], dim=-1)[:, None]  # (B, 1, S, P + S)
+    mask = torch.zeros(allowed.shape, dtype=h0.dtype, device=device)
+    mask.masked_fill_(~allowed, torch.finfo(h0.dtype).min)
+    prefix = _PrefixCache({
+        l: tuple(t[:, :, :n_prefix].detach() for t in _cached_kv(cache, l)) for l in range(L + 1, n_layers)
+    })
+    del cache, seen
+
+    # Read-out slots: every teacher-forced target position, then each KL row's slot 0.
+    kl_rows = rows[n_rw:]
+    out_rows = torch.cat([idx["t_rows"], kl_rows])
+    out_slot = torch.cat([idx["t_pos"] - pos[idx["t_rows"]], torch.zeros_like(kl_rows)])
+    n_tok = len(idx["t_rows"])
+    blocks = model.get_submodule(spec.blocks)
+    final_norm, lm_head = model.get_submodule(spec.final_norm), model.get_submodule(spec.lm_head)
+
+    def step():
+        h = h0 + at_p * delta[own].to(h0.dtype)[:, None, :]
+        for l in range(L + 1, n_layers):
+            h = _first(blocks[l](h, **spec.block_inputs(model, h, at, mask, prefix)))
+        logits = lm_head(final_norm(h[out_rows, out_slot]))  # (n_tok + n, vocab)
+        logp = torch.log_softmax(logits.float(), dim=-1)
+        return logp[torch.arange(n_tok, device=device), idx["t_ids"]], logp[n_tok:]
+
+    return step, {"h_init": h_init}
+
+
+def _optimize(cfg, n, n_ctx, delta, state: dict, step_logp: StepFn, t_rows, t_w) -> tuple[torch.Tensor, dict]:
+    """Adam on δ with early stopping and the norm clamp; the loss terms come from `step_logp`."""
+    device = delta.device
+    n_rw = n * n_ctx
     opt = torch.optim.Adam([delta], lr=cfg.lr)
     active = torch.ones(n, dtype=torch.bool, device=device)
     steps = [0] * n
     last_loss = [float("nan")] * n
-    h_init = None
     kl_ref = None
-
-    def add_delta(h):
-        nonlocal h_init
-        if h_init is None:  # first pass: δ = 0, record the unedited value at the "{}" prompt
-            h_init = h[rows[:n_rw:n_ctx], pos[:n_rw:n_ctx]].detach().clone()  # (n, d)
-        return h.index_put((rows, pos), delta[own].to(h.dtype), accumulate=True)
-
-    with frozen(model), edit_output(model, name, add_delta):
-        for it in range(cfg.n_steps):
-            logits = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits
-            logp = torch.log_softmax(logits.float(), dim=-1)
-            tok_lp = logp[t_rows, t_pos, t_ids] * t_w  # (n_target_tokens,)
-            nll_row = -torch.zeros(n_rw, device=device).index_add(0, t_rows, tok_lp)  # (n_rw,)
-            nll = nll_row.view(n, n_ctx).mean(1)  # (n,)
-            kl_lp = logp[rows[n_rw:], pos[n_rw:]]  # (n, vocab) next token after the subject
-            if kl_ref is None:
-                kl_ref = kl_lp.detach().clone()
-            kl = (kl_lp.exp() * (kl_lp - kl_ref)).sum(-1)  # KL(p_δ ‖ p_0), (n,)
-            wd = cfg.weight_decay * delta.norm(dim=1) / h_init.norm(dim=1) ** 2
-            loss = nll + cfg.kl_factor * kl + wd  # (n,)
-            for i in range(n):
-                if active[i]:
-                    last_loss[i] = float(loss[i].detach())
-            active &= loss.detach() >= cfg.early_stop_loss
-            if it == cfg.n_steps - 1 or not bool(active.any()):
-                break
-            keep = delta.detach().clone()
-            opt.zero_grad()
-            (loss * active).sum().backward()
-            opt.step()
-            with torch.no_grad():
-                delta[~active] = keep[~active]  # stopped requests do not move (Adam momentum)
-                limit = cfg.clamp_norm_factor * h_init.norm(dim=1, keepdim=True)
-                norm = delta.norm(dim=1, keepdim=True)
-                delta.mul_(torch.where(norm > limit, limit / norm, torch.ones_like(norm)))
-            for i in range(n):
-                steps[i] += int(active[i])
-    z = (h_init + delta.detach()).float()
+    for it in range(cfg.n_steps):
+        tok_lp, kl_lp = step_logp()
+        h_init = state["h_init"]
+        tok_lp = tok_lp * t_w  # (n_target_tokens,)
+        nll_row = -torch.zeros(n_rw, device=device).index_add(0, t_rows, tok_lp)  # (n_rw,)
+        nll = nll_row.view(n, n_ctx).mean(1)  # (n,)
+        if kl_ref is None:
+            kl_ref = kl_lp.detach().clone()
+        kl = (kl_lp.exp() * (kl_lp - kl_ref)).sum(-1)  # KL(p_δ ‖ p_0), (n,)
+        wd = cfg.weight_decay * delta.norm(dim=1) / h_init.norm(dim=1) ** 2
+        loss = nll + cfg.kl_factor * kl + wd  # (n,)
+        for i in range(n):
+            if active[i]:
+                last_loss[i] = float(loss[i].detach())
+        active &= loss.detach() >= cfg.early_stop_loss
+        if it == cfg.n_steps - 1 or not bool(active.any()):
+            break
+        keep = delta.detach().clone()
+        opt.zero_grad()
+        (loss * active).sum().backward()
+        opt.step()
+        with torch.no_grad():
+            delta[~active] = keep[~active]  # stopped requests do not move (Adam momentum)
+            limit = cfg.clamp_norm_factor * h_init.norm(dim=1, keepdim=True)
+            norm = delta.norm(dim=1, keepdim=True)
+            delta.mul_(torch.where(norm > limit, limit / norm, torch.ones_like(norm)))
+        for i in range(n):
+            steps[i] += int(active[i])
+    z = (state["h_init"] + delta.detach()).float()
     return z, {"loss": last_loss, "steps": steps}

@@ -4,7 +4,9 @@
 - `zsre.py`: teacher-forced token accuracy;
 - `fluency.py`: n-gram entropy of top-k sampled generations;
 - `consistency.py`: TF-IDF similarity of those generations to texts about the new object;
-- `scoring.py`: the shared batched teacher-forced scorer;
+- `packed.py`: the batched teacher-forced scorer, each prompt once for all its targets;
+- `scoring.py`: the reference scorer, one row per (prompt, target) pair;
+- `hidden.py`: the final hidden states of the probe prompts;
 - `generation.py`: success of greedy continuations (no target given);
 - `capability.py`: held-out perplexity, held-out known facts, matrix norms.
 
@@ -23,6 +25,7 @@ from seqedit.evaluate.counterfact import evaluate_counterfact
 from seqedit.evaluate.fluency import evaluate_fluency, generate, ngram_entropy, word_tokenize
 from seqedit.evaluate.capability import CapabilityProbe
 from seqedit.evaluate.generation import evaluate_generation
+from seqedit.evaluate.packed import DEFAULT_TOKEN_BUDGET
 from seqedit.evaluate.zsre import evaluate_zsre
 
 __all__ = [
@@ -45,7 +48,8 @@ GENERATION_DEFAULTS = {"n_records": 20, "n_prompts": 2, "max_length": 40, "top_k
 # prompts are continued greedily (0 = off, None = all).
 GENERATION_SUCCESS_DEFAULTS = {"n_records": 10}
 
-EVALUATION_KEYS = ("batch_size", "capability", "consistency", "generation", "generation_success", "progress")
+EVALUATION_KEYS = ("batch_size", "token_budget", "reference", "hidden_probe", "capability", "consistency",
+                   "generation", "generation_success", "progress")
 
 
 def _check_keys(cfg: dict) -> None:
@@ -97,7 +101,10 @@ def prepare_evaluation(cfg: dict | None, records: Sequence[EditRecord]) -> dict:
 def evaluate_records(model: nn.Module, tokenizer, records: Sequence[EditRecord], cfg: dict | None = None) -> dict:
     """Evaluate `model` on `records` of one kind: {"summary": {...}, "per_record": [...]}.
 
-    cfg keys: `batch_size` (default 64), `progress` (CounterFact progress bar), `generation`, a
+    cfg keys: `token_budget` (padded tokens per forward pass, default `packed.DEFAULT_TOKEN_BUDGET`),
+    `reference` (score with the reference scorer, `batch_size` rows per pass, default 64),
+    `hidden_probe` (n: also return "hidden", the probe states of the first n records, read
+    from the scoring passes; not with `reference`), `progress` (CounterFact progress bar), `generation`, a
     dict with `n_records`, `n_prompts`, `max_length`, `top_k`, `seed` (defaults in
     GENERATION_DEFAULTS; n_records 0 disables it), and `consistency`: the files of
     `consistency.ConsistencyConfig` (a dict, or None for the attribute prompts of `records`) or
@@ -117,12 +124,14 @@ def evaluate_records(model: nn.Module, tokenizer, records: Sequence[EditRecord],
     if len(kinds) > 1:
         raise ValueError(f"records mix kinds {kinds}; evaluate each kind separately")
     _check_keys(cfg)
-    batch_size = int(cfg.get("batch_size", 64))
+    scoring = dict(batch_size=int(cfg.get("batch_size", 64)), reference=bool(cfg.get("reference", False)),
+                   token_budget=int(cfg.get("token_budget", DEFAULT_TOKEN_BUDGET)),
+                   hidden_probe=int(cfg.get("hidden_probe", 0)))
     gen = {**GENERATION_DEFAULTS, **(cfg.get("generation") or {})}
 
     kind = kinds[0]
     if kind == "counterfact":
-        result = evaluate_counterfact(model, tokenizer, records, batch_size=batch_size, progress=bool(cfg.get("progress")))
+        result = evaluate_counterfact(model, tokenizer, records, progress=bool(cfg.get("progress")), **scoring)
         if gen["n_records"] > 0:
             flu = evaluate_fluency(model, tokenizer, records, **gen)
             result["summary"]["fluency"] = flu["fluency"]
@@ -135,5 +144,5 @@ def evaluate_records(model: nn.Module, tokenizer, records: Sequence[EditRecord],
                     entry["consistency"] = value
         return _with_probes(model, tokenizer, records, cfg, result)
     if kind == "zsre":
-        return _with_probes(model, tokenizer, records, cfg, evaluate_zsre(model, tokenizer, records, batch_size=batch_size))
+        return _with_probes(model, tokenizer, records, cfg, evaluate_zsre(model, tokenizer, records, **scoring))
     raise ValueError(f"unknown record kind {kind!r}; expected 'counterfact' or 'zsre'")

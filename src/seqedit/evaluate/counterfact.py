@@ -3,7 +3,10 @@
 Design notes §5.1. For every prompt x of a record (the rewrite query, its paraphrases and
 its neighborhood prompts) the mean per-token NLL of x + " " + target_new and of
 x + " " + target_true is computed teacher-forced; all prompts of all records, times two
-targets, go through the model in padded batches (`scoring.score_targets`).
+targets, go through the model in batches: by default each prompt once for both targets
+(`packed.score_prompts`, batches of at most `token_budget` tokens), or, with
+`reference=True`, one row per (prompt, target) pair (`scoring.score_targets`, `batch_size`
+rows per batch); both give the same numbers up to float round-off.
 
 Per record (each a mean over that record's prompts of a kind):
 - rewrite_success = 1[NLL_true > NLL_new], rewrite_diff = exp(-NLL_new) - exp(-NLL_true);
@@ -22,9 +25,12 @@ from __future__ import annotations
 import math
 from typing import Sequence
 
+import numpy as np
 from torch import nn
 
 from seqedit.data.records import EditRecord
+from seqedit.evaluate.hidden import PROBES, hidden_probe_prompts
+from seqedit.evaluate.packed import DEFAULT_TOKEN_BUDGET, score_prompts
 from seqedit.evaluate.scoring import TargetScore, score_targets
 
 KINDS = ("rewrite", "paraphrase", "neighborhood")
@@ -95,11 +101,17 @@ def evaluate_counterfact(
     records: Sequence[EditRecord],
     batch_size: int = 64,
     progress: bool = False,
+    token_budget: int = DEFAULT_TOKEN_BUDGET,
+    reference: bool = False,
+    hidden_probe: int = 0,
 ) -> dict:
     """CounterFact metrics of `model` on `records`: {"summary": {...}, "per_record": [...]}.
 
     Per-record entries hold `case_id`, the success / diff / acc numbers above, and the raw
-    NLLs (`nll_new`, `nll_true`: dict kind -> list, one per prompt) for inspection.
+    NLLs (`nll_new`, `nll_true`: dict kind -> list, one per prompt) for inspection. With
+    `hidden_probe` n > 0 (not with `reference`) the result also holds "hidden": {"rewrite",
+    "neighborhood"} -> (n, d_model) float32, the final hidden states at the last token of the
+    probe prompts of the first n records, read from the same forward passes.
     """
     for r in records:
         if r.request.target_true is None:
@@ -107,23 +119,34 @@ def evaluate_counterfact(
                 f"case {r.case_id}: CounterFact evaluation requires a true target (target_true is None); "
                 "ZsRE-style records are scored by evaluate_zsre"
             )
-    # Flatten: every prompt of every record, once with target_new and once with target_true.
-    prompts, targets, index = [], [], []  # index[j] = (record position, kind, which target)
+    if reference and hidden_probe:
+        raise ValueError("hidden_probe needs the shared scorer; the reference scorer returns no hidden states")
+    # Every prompt of every record, with its (new, true) targets.
+    prompts, index = [], []  # index[j] = (record position, kind)
     for ri, r in enumerate(records):
         for kind, kind_prompts in _prompts_of(r).items():
             for p in kind_prompts:
-                for which, text in (("new", r.request.new_text), ("true", r.request.true_text)):
-                    prompts.append(p)
-                    targets.append(text)
-                    index.append((ri, kind, which))
+                prompts.append(p)
+                index.append((ri, kind))
+    targets = [(records[ri].request.new_text, records[ri].request.true_text) for ri, _ in index]
 
-    scores = score_targets(model, tokenizer, prompts, targets, batch_size, progress=progress, desc="counterfact")
+    hidden = None
+    if reference:
+        flat = score_targets(model, tokenizer, [p for p in prompts for _ in range(2)],
+                             [t for pair in targets for t in pair], batch_size, progress=progress, desc="counterfact")
+        pair_scores = [(flat[j], flat[j + 1]) for j in range(0, len(flat), 2)]  # appended new-then-true
+    else:
+        probes = [hidden_probe_prompts(r) for r in records[:hidden_probe]]
+        scores, states = score_prompts(model, tokenizer, prompts, targets, token_budget,
+                                       hidden_of={p for pair in probes for p in pair}, progress=progress,
+                                       desc="counterfact")
+        pair_scores = [(new, true) for new, true in scores]
+        if hidden_probe:
+            hidden = {name: np.stack([states[pair[k]] for pair in probes]) for k, name in enumerate(PROBES)}
 
-    # Regroup into (new, true) pairs per record and kind; rows were appended new-then-true.
     grouped: list[dict[str, list]] = [{k: [] for k in KINDS} for _ in records]
-    for j in range(0, len(scores), 2):
-        ri, kind, _ = index[j]
-        grouped[ri][kind].append((scores[j], scores[j + 1]))
+    for (ri, kind), pair in zip(index, pair_scores):
+        grouped[ri][kind].append(pair)
 
     per_record = []
     for r, pairs in zip(records, grouped):
@@ -131,4 +154,7 @@ def evaluate_counterfact(
         entry["nll_new"] = {k: [new.nll for new, _ in pairs[k]] for k in KINDS}
         entry["nll_true"] = {k: [true.nll for _, true in pairs[k]] for k in KINDS}
         per_record.append(entry)
-    return {"summary": summarize_counterfact(per_record), "per_record": per_record}
+    result = {"summary": summarize_counterfact(per_record), "per_record": per_record}
+    if hidden is not None:
+        result["hidden"] = hidden
+    return result

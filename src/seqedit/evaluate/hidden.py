@@ -3,7 +3,9 @@
 For the AlphaEdit/NSE "distribution shift" figure: the final layer's hidden state at the last
 token of each record's own prompt (the edited fact) and of its first neighbourhood prompt
 (an unrelated fact that should not move). Taken once on the unedited model and once at the
-end of a run, on the same records, so the two clouds are directly comparable.
+end of a run, on the same records, so the two clouds are directly comparable. The CounterFact
+and ZsRE evaluations score these prompts anyway and can return the same states from their own
+forward passes (`hidden_probe`); `hidden_states` runs them on their own.
 """
 
 from __future__ import annotations
@@ -13,16 +15,22 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from seqedit.core.prompts import encode, fill_subject, pad_batch
+from seqedit.core.prompts import encode, pad_batch
 from seqedit.data.records import EditRecord
 
 PROBES = ("rewrite", "neighborhood")
 
 
+def hidden_probe_prompts(record: EditRecord) -> tuple[str, str]:
+    """The probe prompts of one record, in PROBES order: its rewrite query and its first
+    neighbourhood prompt (the rewrite query again when it has none)."""
+    query = record.request.query
+    return query, record.neighborhood_prompts[0] if record.neighborhood_prompts else query
+
+
 def _prompts(records: Sequence[EditRecord]) -> dict[str, list[str]]:
-    rewrite = [fill_subject(r.request.prompt, r.request.subject)[0] for r in records]
-    neighborhood = [r.neighborhood_prompts[0] if r.neighborhood_prompts else rewrite[i] for i, r in enumerate(records)]
-    return {"rewrite": rewrite, "neighborhood": neighborhood}
+    pairs = [hidden_probe_prompts(r) for r in records]
+    return {name: [pair[k] for pair in pairs] for k, name in enumerate(PROBES)}
 
 
 @torch.no_grad()

@@ -1,6 +1,8 @@
-"""Teacher-forced scoring of (prompt, target) pairs in padded batches.
+"""Teacher-forced scoring of (prompt, target) pairs in padded batches: the reference scorer.
 
-Shared by the CounterFact and ZsRE metrics. Each pair becomes one row of
+The CounterFact and ZsRE metrics use it with `reference=True` (by default they use
+`packed.score_prompts`, which gives the same numbers from less work); `TargetScore` is the
+result type of both. Each pair becomes one row of
 `core.prompts.build_batch` (prompt ids + target ids, right-padded); one forward pass per
 batch gives, for every target token, its log-probability and whether it is the argmax.
 

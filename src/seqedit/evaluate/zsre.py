@@ -3,7 +3,9 @@
 Design notes §5.2. For an answer with tokens t_1..t_m (of " " + answer), token i scores 1
 when the argmax of the next-token distribution after prompt + t_<i is t_i. The reference
 re-tokenises prompt + decode(t_<i) once per token; here prompt ids and answer ids are
-concatenated (`core.prompts.build_batch`), so one forward per row gives every position.
+concatenated, so one forward per row gives every position: by default through
+`packed.score_prompts` (logits only at the answer's positions, batches of at most
+`token_budget` tokens), with `reference=True` through `scoring.score_targets`.
 This also avoids the reference's Llama quirk (an extra space before decoded prefixes).
 
 - rewrite: `request.query` vs target_new (efficacy);
@@ -19,9 +21,12 @@ from __future__ import annotations
 
 from typing import Sequence
 
+import numpy as np
 from torch import nn
 
 from seqedit.data.records import EditRecord
+from seqedit.evaluate.hidden import PROBES, hidden_probe_prompts
+from seqedit.evaluate.packed import DEFAULT_TOKEN_BUDGET, score_prompts
 from seqedit.evaluate.scoring import score_targets
 
 # summary name -> per-record key
@@ -40,20 +45,39 @@ def _rows_of(record: EditRecord) -> list[tuple[str, str, str]]:
     return rows
 
 
-def evaluate_zsre(model: nn.Module, tokenizer, records: Sequence[EditRecord], batch_size: int = 64) -> dict:
+def evaluate_zsre(
+    model: nn.Module,
+    tokenizer,
+    records: Sequence[EditRecord],
+    batch_size: int = 64,
+    token_budget: int = DEFAULT_TOKEN_BUDGET,
+    reference: bool = False,
+    hidden_probe: int = 0,
+) -> dict:
     """ZsRE token accuracies of `model` on `records`: {"summary": {...}, "per_record": [...]}.
 
     Per-record entries hold `case_id`, `rewrite_acc`, `paraphrase_acc`, `neighborhood_acc`
     (fractions in [0, 1]; None when the record has no prompt of that kind) and the
-    per-token hits (`*_correct`, lists of 0/1).
+    per-token hits (`*_correct`, lists of 0/1). `hidden_probe` as in `evaluate_counterfact`.
     """
+    if reference and hidden_probe:
+        raise ValueError("hidden_probe needs the shared scorer; the reference scorer returns no hidden states")
     prompts, answers, index = [], [], []  # index[j] = (record position, kind)
     for ri, r in enumerate(records):
         for kind, prompt, answer in _rows_of(r):
             prompts.append(prompt)
             answers.append(answer)
             index.append((ri, kind))
-    scores = score_targets(model, tokenizer, prompts, answers, batch_size)
+    hidden = None
+    if reference:
+        scores = score_targets(model, tokenizer, prompts, answers, batch_size)
+    else:
+        probes = [hidden_probe_prompts(r) for r in records[:hidden_probe]]
+        nested, states = score_prompts(model, tokenizer, prompts, [[a] for a in answers], token_budget,
+                                       hidden_of={p for pair in probes for p in pair}, desc="zsre")
+        scores = [s for (s,) in nested]
+        if hidden_probe:
+            hidden = {name: np.stack([states[pair[k]] for pair in probes]) for k, name in enumerate(PROBES)}
 
     hits: list[dict[str, list[int]]] = [{"rewrite": [], "paraphrase": [], "neighborhood": []} for _ in records]
     for (ri, kind), score in zip(index, scores):
@@ -73,4 +97,7 @@ def evaluate_zsre(model: nn.Module, tokenizer, records: Sequence[EditRecord], ba
         values = [e[key] for e in per_record if e[key] is not None]
         summary[name] = 100.0 * sum(values) / len(values) if values else None
     summary["n_records"] = len(per_record)
-    return {"summary": summary, "per_record": per_record}
+    result = {"summary": summary, "per_record": per_record}
+    if hidden is not None:
+        result["hidden"] = hidden
+    return result

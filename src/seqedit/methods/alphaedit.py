@@ -16,8 +16,11 @@ core/spread.py); only the per-layer solve differs (editing_methods.md §2.2):
   (as in the reference, whose configs carry it anyway); the ridge is `l2`·I (the paper
   writes I; the code uses L2 = 10).
 - C_p,l = Σ over earlier batches of K Kᵀ (keys recomputed on the model after that batch's
-  edit), inside the projected Gram matrix. AlphaEdit always accumulates it (MEMIT-seq's
-  `sequential` switch does not exist here).
+  edit), inside the projected Gram matrix. AlphaEdit always accumulates it (as MEMIT-seq does;
+  plain MEMIT does not).
+- Each round's info carries `null_space_dim` (layer -> rank of P, the kept directions) and
+  `key_dim` (d_ff): rank 0 is refused when P is built, rank d_ff (P = I, nothing protected)
+  is named in the report.
 
 Differences from MEMIT: the projector replaces λ·C, and the solve is `solve_projected`.
 The editor reuses MEMIT's statistics check, C_p accumulation and state handling by
@@ -33,7 +36,7 @@ import torch
 from seqedit.core.attribution import expand_columns, neuron_submatrix
 from seqedit.core.projection import MODES, null_space_projector
 from seqedit.core.solve import solve_projected
-from seqedit.core.spread import SolveFn, edit_layers
+from seqedit.core.spread import SolveFn
 from seqedit.core.targets import optimize_targets
 from seqedit.methods.base import LocateEditConfig
 from seqedit.methods.memit import MEMITEditor
@@ -58,6 +61,14 @@ class AlphaEditConfig(LocateEditConfig):
         if self.l2 <= 0:
             raise ValueError(f"l2 must be > 0 (the projected Gram matrix is singular otherwise), got {self.l2}")
 
+    def effective(self) -> dict:
+        """The settings as they act: λ (`mom2_update_weight`) is unused, and so is the cut of the
+        threshold mode not chosen."""
+        out = super().effective()
+        out["mom2_update_weight"] = None
+        out["nullspace_energy" if self.threshold_mode == "absolute" else "nullspace_threshold"] = None
+        return out
+
     @property
     def projector_threshold(self) -> float:
         return self.nullspace_threshold if self.threshold_mode == "absolute" else self.nullspace_energy
@@ -65,6 +76,7 @@ class AlphaEditConfig(LocateEditConfig):
 
 class AlphaEditEditor(MEMITEditor):
     name = "alphaedit"
+    sequential = True  # C_p: every earlier batch's keys, as MEMIT-seq
 
     def __init__(self, config: AlphaEditConfig, model, tokenizer, spec, stats, seed: int = 0):
         super().__init__(config, model, tokenizer, spec, stats, seed)  # checks stats, loads C, zero C_p
@@ -85,12 +97,12 @@ class AlphaEditEditor(MEMITEditor):
         if neurons is None:
             return solve_projected(
                 keys, resid, p.to(dev), self.config.l2, prev.to(dev), where=(self.name, layer, round_)
-            ).to(keys.dtype)  # (d_out, d_ff)
+            )  # (d_out, d_ff) float64
         d_sub = solve_projected(
             keys.index_select(0, neurons.to(dev)), resid, neuron_submatrix(p, neurons, dev), self.config.l2,
             neuron_submatrix(prev, neurons, dev), where=(self.name, layer, round_),
         )  # (d_out, |N|)
-        return expand_columns(d_sub, neurons, keys.shape[0], keys.dtype)  # (d_out, d_ff)
+        return expand_columns(d_sub, neurons, keys.shape[0], torch.float64)  # (d_out, d_ff)
 
     def layer_solver(self, requests, templates, round_: int) -> tuple[SolveFn, dict]:
         """The per-layer solve for this batch and extra info to report (none for AlphaEdit)."""
@@ -104,9 +116,10 @@ class AlphaEditEditor(MEMITEditor):
             self.model, self.tokenizer, self.spec, requests, templates, cfg.target_config(), mode=cfg.target_mode
         )  # (n, d_model)
         solve, extra = self.layer_solver(requests, templates, round_)
-        deltas = edit_layers(self.model, self.tokenizer, self.spec, requests, z, cfg.layers, templates, solve)
+        deltas, rounding = self.apply_layers(requests, z, templates, solve)
         self.accumulate_keys(requests)  # C_p += K Kᵀ on the edited model
-        return {"z_loss": zlog["loss"], "delta_norm": {l: float(d.norm()) for l, d in deltas.items()}, **extra}
+        return {"z_loss": zlog["loss"], "delta_norm": {l: float(d.norm()) for l, d in deltas.items()},
+                "null_space_dim": dict(self.null_space_dim), "key_dim": self.spec.d_ff(self.model), **extra, **rounding}
 
     def state_dict(self) -> dict:
         return {**super().state_dict(), "projector": self.projector}
@@ -117,4 +130,7 @@ class AlphaEditEditor(MEMITEditor):
         self.null_space_dim = {l: int(round(float(torch.trace(p)))) for l, p in self.projector.items()}
 
 
-register_method("alphaedit", AlphaEditConfig, AlphaEditEditor)
+register_method(
+    "alphaedit", AlphaEditConfig, AlphaEditEditor, label="AlphaEdit", kind="method",
+    description="AlphaEdit: MEMIT's update projected onto the null space of the preserved keys' second moment, previous edits' keys inside the solve.",
+)

@@ -124,4 +124,7 @@ class FTLEditor(Editor):
         }
 
 
-register_method("ft_l", FTLConfig, FTLEditor)
+register_method(
+    "ft_l", FTLConfig, FTLEditor, label="FT-L", kind="baseline",
+    description="FT-L: fine-tunes one FFN output matrix on the new fact, each entry kept within an L∞ ball around its original value.",
+)

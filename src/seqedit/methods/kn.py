@@ -176,4 +176,7 @@ class KNEditor(Editor):
         }
 
 
-register_method("kn", KNConfig, KNEditor)
+register_method(
+    "kn", KNConfig, KNEditor, label="KN", kind="baseline",
+    description="KN: finds knowledge neurons by integrated gradients and rewrites their value vectors toward the new object.",
+)

@@ -231,4 +231,7 @@ class KNEEditor(Editor):
         }
 
 
-register_method("kne", KNEConfig, KNEEditor)
+register_method(
+    "kne", KNEConfig, KNEEditor, label="KNE (recon.)", kind="method",
+    description="KNE (a reconstruction: no public code exists): per-token gradient×weight attribution, a per-layer top-p ensemble of weight entries, updated by masked joint backpropagation.",
+)

@@ -123,4 +123,7 @@ class NMKEEditor(AlphaEditEditor):
         return solve, {"mask": info}  # layer -> ratios, entropies and set sizes
 
 
-register_method("nmke", NMKEConfig, NMKEEditor)
+register_method(
+    "nmke", NMKEConfig, NMKEEditor, label="NMKE", kind="method",
+    description="NMKE: neuron log-probability-gain attribution, knowledge-general and knowledge-specific sets sized by entropy, their union masking AlphaEdit's update.",
+)

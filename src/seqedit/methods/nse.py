@@ -50,7 +50,7 @@ from seqedit.core.keys import hidden_at_subject
 from seqedit.core.solve import solve_ridge
 from seqedit.core.spread import edit_layers
 from seqedit.core.targets import optimize_targets
-from seqedit.methods.base import LocateEditConfig
+from seqedit.methods.base import LocateEditConfig, RoundingRecorder
 from seqedit.methods.memit import MEMITEditor
 from seqedit.registry import register_method
 
@@ -76,9 +76,18 @@ class NSEConfig(LocateEditConfig):
             raise ValueError(f"max_iterations must be >= 2 with iterative editing (it allows max_iterations - 1 "
                              f"editing passes), got {self.max_iterations}")
 
+    def effective(self) -> dict:
+        """The settings as they act (registry.effective_settings): p = 1 and `select_neurons: false`
+        both keep every neuron, so they are one setting."""
+        out = super().effective()
+        if not self.select_neurons or self.neuron_threshold >= 1.0:
+            out.update(select_neurons=False, neuron_threshold=1.0)
+        return out
+
 
 class NSEEditor(MEMITEditor):
     name = "nse"
+    sequential = True  # C_p: every earlier batch's keys, as MEMIT-seq
 
     def __init__(self, config: NSEConfig, model, tokenizer, spec, stats, seed: int = 0):
         super().__init__(config, model, tokenizer, spec, stats, seed)  # checks stats, loads C, zero C_p
@@ -159,7 +168,7 @@ class NSEEditor(MEMITEditor):
             cfg.mom2_update_weight, neuron_submatrix(self.prev_keys[layer], neurons, dev),
             where=(self.name, layer, round_),
         )  # (d_out, |N|)
-        return expand_columns(d_sub, neurons, d_ff, keys.dtype)  # (d_out, d_ff)
+        return expand_columns(d_sub, neurons, d_ff, torch.float64)  # (d_out, d_ff)
 
     # --- Editor seams ---------------------------------------------------------------------------
     def edit_batch(self, requests, round_: int) -> dict:
@@ -168,8 +177,12 @@ class NSEEditor(MEMITEditor):
         z, z_loss = self.targets(requests)  # (n, d_model)
         self.last_selection = {}
 
+        recorder = RoundingRecorder(self.model, self.spec, cfg.layers)  # over every pass
+
         def solve(layer, keys, resid):
             return self.restricted_solve(layer, keys, resid, round_)
+
+        solve = recorder.wrap(solve)
 
         total = {}  # layer -> Σ over passes of ΔW (d_out, d_ff)
         residuals, edited = [], []
@@ -201,6 +214,7 @@ class NSEEditor(MEMITEditor):
             "edited_per_pass": edited,
             "residual_norms": residuals,  # before each pass, and after the last one
             "neurons_selected": {l: [len(n) for n in v] for l, v in self.last_selection.items()},
+            **({"rounding": recorder.ratios()} if recorder.active else {}),
         }
 
     def state_dict(self) -> dict:
@@ -211,4 +225,7 @@ class NSEEditor(MEMITEditor):
         self.z_cache = state.get("z_cache", {})
 
 
-register_method("nse", NSEConfig, NSEEditor)
+register_method(
+    "nse", NSEConfig, NSEEditor, label="NSE", kind="method",
+    description="NSE: target vectors from the original weights (weights rewinding), neurons selected per layer by summed activation, a neuron-restricted update, iterated over layers while the residual stays in a band.",
+)

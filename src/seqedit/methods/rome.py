@@ -150,4 +150,7 @@ class ROMEEditor(Editor):
         return {"updates": records, "delta_norm": {l: float(total.norm())}, "z_loss": [x["z_loss"] for x in records]}
 
 
-register_method("rome", ROMEConfig, ROMEEditor)
+register_method(
+    "rome", ROMEConfig, ROMEEditor, label="ROME", kind="baseline",
+    description="ROME: rank-one update of one FFN output matrix per request, applied to every request of a batch in turn.",
+)

@@ -3,6 +3,14 @@
 Nothing else in the package branches on a model's name. A method asks the `ModelSpec`
 for a module or for the FFN output projection as a [d_out, d_in] matrix, and writes
 updates through `add_to_out_weight`, which handles GPT-2's Conv1D orientation.
+
+Running blocks directly (the fast target optimisation runs only the layers above L on a few
+positions) needs three more facts per layout: the keyword under which a block takes its
+key/value cache, where the rotary embedding module lives (Llama computes cos/sin once in
+the model and hands them to every block; GPT-J rotates inside attention from position ids;
+GPT-2 has absolute positions at the embedding only), and whether a block adds its FFN output
+to the residual stream as a plain sum (pre-norm blocks, sequential or parallel), so that a
+change to the FFN output at one position equals the same change to the block output there.
 """
 
 from __future__ import annotations
@@ -26,6 +34,9 @@ class ModelSpec:
     lm_head: str
     embed: str
     gated: bool = False
+    cache_arg: str = "past_key_values"  # keyword of a block's key/value cache argument
+    rotary: str | None = None  # model-level rotary embedding module, called (h, position_ids) -> (cos, sin)
+    mlp_adds_to_residual: bool = True  # block output = ... + FFN output (no norm after the sum)
 
     # --- module paths ---------------------------------------------------------------
     def block_name(self, layer: int) -> str:
@@ -76,9 +87,32 @@ class ModelSpec:
             raise ValueError(f"update for layer {layer} has shape {tuple(delta.shape)}, expected [d_out, d_in]")
         w.add_(d.to(device=w.device, dtype=w.dtype))
 
+    def block_inputs(self, model: nn.Module, hidden: torch.Tensor, position_ids: torch.Tensor,
+                     attention_mask: torch.Tensor, cache) -> dict:
+        """Keyword arguments for calling one block on `hidden` (B, S, d) directly.
+
+        `position_ids` (B, S) are the absolute positions of the S tokens, `attention_mask` an
+        additive float mask (B, 1, S, n_keys) over the cached keys followed by the S new ones,
+        `cache` an object whose `update(k, v, layer_idx)` returns the keys/values to attend to.
+        """
+        kw = {self.cache_arg: cache, "attention_mask": attention_mask, "position_ids": position_ids}
+        if self.rotary is not None:
+            kw["position_embeddings"] = model.get_submodule(self.rotary)(hidden, position_ids)
+        return kw
+
     def unembed(self, model: nn.Module) -> torch.Tensor:
         """Unembedding matrix [vocab, d_model]."""
         return model.get_submodule(self.lm_head).weight
+
+    # --- final hidden states and the unembedding ----------------------------------------
+    def trunk(self, model: nn.Module) -> nn.Module:
+        """The module that embeds, runs every block and applies the final norm (the parent of
+        `final_norm`); its `last_hidden_state` is what `head` turns into logits."""
+        return model.get_submodule(self.final_norm.rsplit(".", 1)[0])
+
+    def head(self, model: nn.Module) -> nn.Module:
+        """The unembedding module, bias included where the layout has one (GPT-J)."""
+        return model.get_submodule(self.lm_head)
 
 
 SPECS: dict[str, ModelSpec] = {
@@ -90,12 +124,12 @@ SPECS: dict[str, ModelSpec] = {
     "gptj": ModelSpec(
         model_type="gptj", blocks="transformer.h", mlp="mlp", mlp_in=("fc_in",), mlp_out="fc_out",
         out_transposed=False, in_transposed=False, final_norm="transformer.ln_f", lm_head="lm_head",
-        embed="transformer.wte",
+        embed="transformer.wte", cache_arg="layer_past",
     ),
     "llama": ModelSpec(
         model_type="llama", blocks="model.layers", mlp="mlp", mlp_in=("gate_proj", "up_proj"),
         mlp_out="down_proj", out_transposed=False, in_transposed=False, final_norm="model.norm",
-        lm_head="lm_head", embed="model.embed_tokens", gated=True,
+        lm_head="lm_head", embed="model.embed_tokens", gated=True, rotary="model.rotary_emb",
     ),
 }
 

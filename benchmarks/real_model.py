@@ -1,0 +1,383 @@
+"""Real model: one round of edits on a pretrained model, fast against reference target optimisation.
+
+    python benchmarks/real_model.py MODEL_DIR --records FILE [--methods a,b] [--modes fast,reference]
+                                    [--reference-methods a,b] [--batch 10] [--hparams llama3-8b]
+                                    [--v-loss-layer 29] [--stats FILE] [--stats-samples N]
+                                    [--threads 1] [--seed 0] [--out FILE]
+
+MODEL_DIR is a Hugging Face model directory (e.g. SmolLM2-135M-Instruct, Llama layout), the
+records a CounterFact file of the ROME schema. For every method (default MEMIT, AlphaEdit, NSE,
+NMKE) and every target mode (`fast`, the default of `optimize_targets`, and `reference`, the full
+forward/backward of every prompt per step), a fresh process loads the unedited model, builds the
+editor with `config/hparams/<method>/<hparams>.yaml` (`target_mode` and `v_loss_layer`
+overridden) and edits the first `--batch` requests of the seed's edit stream once. Only
+`edit_batch` is timed, split by wrapping the library functions it calls (exclusive time, nested
+calls counted once):
+- targets: `optimize_targets`;
+- keys: `collect_keys` and `hidden_at_subject` (the key and residual forwards);
+- solve: `solve_ridge`, `solve_projected`;
+- rest: everything else in `edit_batch` (NSE's neuron selection, NMKE's attribution, ...).
+Peak memory is the process's peak RSS (`getrusage`) after the edit.
+
+Also printed: the z of the two modes compared (max relative row difference ‖z_f − z_r‖ / ‖z_r‖,
+and whether every request took the same number of steps), and FLOPs per request and step of the
+target optimisation, counted from the batch's real token counts and the model's weight shapes:
+- floor: what depends on δ, the positions from each prompt's subject-last token on through the
+  blocks above L, plus the unembedding at the target positions and the KL position; forward and
+  backward (the weights are frozen, so the backward computes input gradients only, about the
+  forward's cost);
+- fast: what the fast mode computes (the floor on the batch's padded suffix width);
+- reference: the padded full forward of every position through every layer with the
+  unembedding everywhere, and its backward from the logits down to block L+1.
+Per token and block a matmul costs 2 FLOPs per weight; attention adds 4·d per attended key.
+
+The layer statistics E[kkᵀ] the closed-form solves need are collected first (`--stats-samples`
+texts from the records' generation and attribute prompts, the methods' layers) unless `--stats`
+gives a file; they only make the solves defined, the timings do not depend on their content.
+
+Prints a table and writes every figure, the settings and the machine to
+benchmarks/results/real-<hostname>.json (`--out` to change).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import common
+
+MARK = "REAL-RESULT "
+DEFAULT_METHODS = ("memit", "alphaedit", "nse", "nmke")
+MODES = ("fast", "reference")
+SHARED = Path(os.environ.get("SEQEDIT_SHARED_DATA", common.ROOT.parent / "shared" / "data"))
+DEFAULT_RECORDS = SHARED / "counterfact" / "counterfact_subset_union.json"
+
+# Where each part of edit_batch lives: (module, attribute) pairs wrapped by a timer.
+PARTS = {
+    "targets": [("seqedit.methods.memit", "optimize_targets"), ("seqedit.methods.alphaedit", "optimize_targets"),
+                ("seqedit.methods.nse", "optimize_targets"), ("seqedit.methods.rome", "optimize_targets")],
+    "keys": [("seqedit.core.spread", "collect_keys"), ("seqedit.core.spread", "hidden_at_subject"),
+             ("seqedit.methods.memit", "collect_keys"), ("seqedit.methods.nse", "hidden_at_subject"),
+             ("seqedit.methods.rome", "collect_keys")],
+    "solve": [("seqedit.methods.memit", "solve_ridge"), ("seqedit.methods.nse", "solve_ridge"),
+              ("seqedit.methods.alphaedit", "solve_projected")],
+}
+
+
+# --- timing ---------------------------------------------------------------------------------------
+class PartTimer:
+    """Exclusive wall time per part: time spent in a nested timed call counts for the inner part."""
+
+    def __init__(self):
+        self.seconds = {p: 0.0 for p in PARTS}
+        self.calls = {p: 0 for p in PARTS}
+        self.stack: list[list] = []  # [part, start, time of nested timed calls]
+        self.first_z = None
+        self.first_log = None
+
+    def wrap(self, part: str, fn):
+        def timed(*args, **kwargs):
+            frame = [part, time.perf_counter(), 0.0]
+            self.stack.append(frame)
+            try:
+                out = fn(*args, **kwargs)
+            finally:
+                self.stack.pop()
+                total = time.perf_counter() - frame[1]
+                self.seconds[part] += total - frame[2]
+                self.calls[part] += 1
+                if self.stack:
+                    self.stack[-1][2] += total
+            if part == "targets" and self.first_z is None:
+                self.first_z, self.first_log = out[0].detach().clone(), out[1]
+            return out
+
+        return timed
+
+    def install(self) -> None:
+        import importlib
+
+        for part, places in PARTS.items():
+            for module, attr in places:
+                mod = importlib.import_module(module)
+                if hasattr(mod, attr):
+                    setattr(mod, attr, self.wrap(part, getattr(mod, attr)))
+
+
+# --- FLOPs ----------------------------------------------------------------------------------------
+def block_matmul_flops(model, spec) -> int:
+    """Per token and block: 2 FLOPs per weight of the block's matrices (layer 0's)."""
+    block = model.get_submodule(spec.block_name(0))
+    return 2 * sum(p.numel() for p in block.parameters() if p.dim() == 2)
+
+
+def target_flops(model, tok, spec, requests, templates, layer: int) -> dict:
+    """FLOPs per request and step of the target optimisation: floor, fast mode, reference mode."""
+    from seqedit.core.prompts import build_batch
+    from seqedit.core.templates import fill_context, flatten
+
+    prompts, subjects, targets = [], [], []
+    for r in requests:
+        for ctx in flatten(templates):
+            prompts += [fill_context(ctx, r.prompt)]
+            subjects += [r.subject]
+            targets += [r.new_text]
+    prompts += ["{} is a"] * len(requests)
+    subjects += [r.subject for r in requests]
+    targets += [None] * len(requests)
+    batch = build_batch(tok, prompts, subjects, targets, teacher_force_all=False)
+    d, n_layers = spec.d_model(model), spec.n_layers(model)
+    vocab = spec.unembed(model).shape[0]
+    per_tok = block_matmul_flops(model, spec)
+    above = n_layers - 1 - layer
+    n_read = sum(len(t) for t in batch.target_ids) + len(requests)  # target positions + KL positions
+    unembed = 2 * d * vocab
+    width = max(batch.lengths)
+    suffix = max(n - p for n, p in zip(batch.lengths, batch.subject_idx))
+    floor = fast = 0
+    for n, p in zip(batch.lengths, batch.subject_idx):
+        keys = sum(t + 1 for t in range(p, n))  # causal: position t attends t + 1 keys
+        floor += above * ((n - p) * per_tok + 4 * d * keys)
+        fast += above * (suffix * per_tok + 4 * d * suffix * (max(batch.subject_idx) + suffix))
+    floor, fast = floor + n_read * unembed, fast + n_read * unembed
+    rows = len(batch.lengths)
+    ref_fwd = rows * width * (n_layers * (per_tok + 4 * d * width) + unembed)
+    ref_bwd = rows * width * (above * (per_tok + 4 * d * width) + unembed)
+    n = len(requests)
+    return {
+        "rows": rows, "padded_width": width, "padded_suffix_width": suffix,
+        "real_tokens": sum(batch.lengths), "suffix_tokens": sum(a - b for a, b in zip(batch.lengths, batch.subject_idx)),
+        "read_positions": n_read, "layer": layer, "blocks_above": above,
+        "gflop_per_request_step": {
+            "floor": round(2 * floor / n / 1e9, 3),
+            "fast": round(2 * fast / n / 1e9, 3),
+            "reference": round((ref_fwd + ref_bwd) / n / 1e9, 3),
+        },
+    }
+
+
+# --- one measurement (worker process) ------------------------------------------------------------
+def make_inputs(args) -> common.Inputs:
+    return common.Inputs(model=Path(args.model), stats=Path(args.stats_file or ""), records=Path(args.records),
+                         corpus=Path(args.records), kind="counterfact", hparams=args.hparams,
+                         threads=args.threads, seed=args.seed)
+
+
+def overrides(args, mode: str) -> dict:
+    out = {"target_mode": mode, "v_loss_layer": args.v_loss_layer}
+    if args.steps is not None:
+        out["v_num_grad_steps"] = args.steps
+    return out
+
+
+def measure(args) -> dict:
+    import torch
+    from seqedit.core.stats import LayerStats
+
+    inputs = make_inputs(args)
+    common.limit_threads(inputs.threads)
+    timer = PartTimer()
+    timer.install()
+    requests = common.stream(inputs, args.batch)
+    stats = LayerStats.load(args.stats_file)
+    model, tok, spec = common.load(inputs)
+    t0 = time.perf_counter()
+    editor = common.make_editor(args.worker, inputs, model, tok, spec, stats, **overrides(args, args.mode))
+    templates = editor.context_templates()  # sampled here, so their cost is not part of the edit
+    setup_s = time.perf_counter() - t0
+    rss_before = common.peak_rss_mb()
+    t0 = time.perf_counter()
+    editor.edit_batch(requests, 0)
+    total = time.perf_counter() - t0
+    rss_after = common.peak_rss_mb()
+    split = {p: round(s, 3) for p, s in timer.seconds.items()}
+    split["rest"] = round(total - sum(timer.seconds.values()), 3)
+    result = {
+        "method": args.worker, "mode": args.mode, "n_edits": len(requests),
+        "edit_seconds": round(total, 3), "seconds_per_edit": round(total / len(requests), 4), "split_seconds": split,
+        "calls": timer.calls, "setup_seconds": round(setup_s, 3),
+        "peak_rss_mb": round(rss_after, 1), "peak_rss_before_edit_mb": round(rss_before, 1),
+        "target_steps": timer.first_log["steps"] if timer.first_log else None,
+        "target_loss": timer.first_log["loss"] if timer.first_log else None,
+    }
+    if timer.first_z is not None and args.z_file:
+        torch.save(timer.first_z, args.z_file)
+    if args.mode == "fast":
+        result["flops"] = target_flops(model, tok, spec, requests, templates, editor.config.target_config().layer)
+    return result
+
+
+def run_worker(args, method: str, mode: str, stats_file: str, z_file: str) -> dict:
+    argv = [str(Path(__file__).resolve()), args.model, "--records", args.records, "--hparams", args.hparams,
+            "--batch", str(args.batch), "--v-loss-layer", str(args.v_loss_layer), "--threads", str(args.threads),
+            "--seed", str(args.seed), "--worker", method, "--mode", mode, "--stats-file", stats_file,
+            "--z-file", z_file]
+    if args.steps is not None:
+        argv += ["--steps", str(args.steps)]
+    env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.run([sys.executable, *argv], capture_output=True, text=True, env=env)
+    for line in proc.stdout.splitlines():
+        if line.startswith(MARK):
+            return json.loads(line[len(MARK):])
+    raise SystemExit(f"real_model: worker {method}/{mode} failed (exit {proc.returncode}):\n{proc.stderr[-3000:]}")
+
+
+# --- statistics -----------------------------------------------------------------------------------
+def stats_texts(records_path: str, n: int, seed: int) -> list[str]:
+    from seqedit.data import load_records
+
+    texts = []
+    for rec in load_records(records_path, "counterfact"):
+        texts += list(rec.generation_prompts) + list(rec.attribute_prompts)
+    random.Random(seed).shuffle(texts)
+    return texts[:n]
+
+
+def collect_stats(args, layers: list[int], out: str) -> dict:
+    from seqedit.core.stats import collect_second_moments
+
+    inputs = make_inputs(args)
+    model, tok, spec = common.load(inputs)
+    texts = stats_texts(args.records, args.stats_samples, args.seed)
+    t0 = time.perf_counter()
+    stats = collect_second_moments(model, tok, spec, texts, layers, progress=True)
+    seconds = time.perf_counter() - t0
+    stats.save(out)
+    return {"texts": stats.meta["n_texts"], "tokens": stats.count, "layers": layers, "seconds": round(seconds, 2)}
+
+
+# --- the whole run --------------------------------------------------------------------------------
+def table(rows: list[dict]) -> list[str]:
+    head = ["method", "mode", "s/edit", "targets s", "keys s", "solve s", "rest s", "peak RSS MiB", "target steps"]
+    body = []
+    for r in rows:
+        s = r["split_seconds"]
+        body.append([r["method"], r["mode"], f"{r['seconds_per_edit']:.2f}", f"{s['targets']:.1f}", f"{s['keys']:.1f}",
+                     f"{s['solve']:.1f}", f"{s['rest']:.1f}", f"{r['peak_rss_mb']:.0f}",
+                     str(sum(r["target_steps"] or [])) if r["target_steps"] else "-"])
+    return common.format_table(head, body)
+
+
+def compare(rows: list[dict], z_files: dict) -> list[dict]:
+    import torch
+
+    out = []
+    by = {(r["method"], r["mode"]): r for r in rows}
+    for method in dict.fromkeys(r["method"] for r in rows):
+        if (method, "fast") not in by or (method, "reference") not in by:
+            continue
+        fast, ref = by[(method, "fast")], by[(method, "reference")]
+        zf, zr = (torch.load(z_files[(method, m)]).double() for m in ("fast", "reference"))
+        rel = float(((zf - zr).norm(dim=1) / zr.norm(dim=1)).max())
+        out.append({
+            "method": method, "speedup_edit": round(ref["edit_seconds"] / fast["edit_seconds"], 2),
+            "speedup_targets": round(ref["split_seconds"]["targets"] / max(fast["split_seconds"]["targets"], 1e-9), 2),
+            "z_max_rel_diff": rel, "same_steps": fast["target_steps"] == ref["target_steps"],
+            "peak_rss_mb": {"fast": fast["peak_rss_mb"], "reference": ref["peak_rss_mb"]},
+        })
+    return out
+
+
+def parse(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("model", help="Hugging Face model directory")
+    p.add_argument("--records", default=str(DEFAULT_RECORDS), help=f"CounterFact records (default: {DEFAULT_RECORDS})")
+    p.add_argument("--methods", default=",".join(DEFAULT_METHODS), help="comma-separated (default: memit,alphaedit,nse,nmke)")
+    p.add_argument("--modes", default=",".join(MODES), help="target modes to time (default: fast,reference)")
+    p.add_argument("--reference-methods", default=None,
+                   help="methods also timed in the reference mode (default: every method of --methods)")
+    p.add_argument("--batch", type=int, default=10, help="edits in the round (default 10)")
+    p.add_argument("--hparams", default="llama3-8b", help="config/hparams/<method>/<NAME>.yaml (default llama3-8b)")
+    p.add_argument("--v-loss-layer", type=int, default=29, help="v_loss_layer override (default 29, SmolLM2's last)")
+    p.add_argument("--steps", type=int, default=None, help="v_num_grad_steps override (default: the hparams file's)")
+    p.add_argument("--stats", default=None, help="layer statistics file to reuse (default: collect them first)")
+    p.add_argument("--stats-samples", type=int, default=300, help="texts of the statistics pass (default 300)")
+    p.add_argument("--threads", type=int, default=1, help="torch intra-op threads (default 1)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default=None, help="JSON file (default: benchmarks/results/real-<hostname>.json)")
+    p.add_argument("--worker", choices=list(common.METHODS), help=argparse.SUPPRESS)
+    p.add_argument("--mode", choices=list(MODES), help=argparse.SUPPRESS)
+    p.add_argument("--stats-file", help=argparse.SUPPRESS)
+    p.add_argument("--z-file", help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    if not (Path(args.model) / "config.json").is_file():
+        p.error(f"model directory {args.model} holds no config.json")
+    if not Path(args.records).is_file():
+        p.error(f"records file {args.records} does not exist")
+    if args.batch < 1:
+        p.error("--batch must be >= 1")
+    return args
+
+
+def main(argv=None) -> None:
+    args = parse(argv)
+    if args.worker:
+        print(MARK + json.dumps(measure(args)), flush=True)
+        return
+    common.limit_threads(args.threads)
+    methods = [m for m in args.methods.split(",") if m]
+    modes = [m for m in args.modes.split(",") if m]
+    bad = [m for m in methods if m not in common.METHODS] + [m for m in modes if m not in MODES]
+    if bad:
+        raise SystemExit(f"real_model: unknown method or mode {bad}")
+    ref_methods = methods if args.reference_methods is None else args.reference_methods.split(",")
+    inputs = make_inputs(args)
+    layers = sorted({l for m in methods for l in common.hparams(m, inputs).layers})
+    m0 = common.machine()
+    print(f"real_model: {args.model}, batch {args.batch}, hparams {args.hparams}; {common.machine_line(m0)}", flush=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        stats_info = None
+        stats_file = args.stats
+        if stats_file is None:
+            stats_file = str(Path(tmp) / "mom2.pt")
+            stats_info = collect_stats(args, layers, stats_file)
+            print(f"  stats: {stats_info['texts']} texts, {stats_info['tokens']} tokens, layers {layers}, "
+                  f"{stats_info['seconds']:.1f} s", flush=True)
+        rows, z_files = [], {}
+        for method in methods:
+            for mode in modes:
+                if mode == "reference" and method not in ref_methods:
+                    continue
+                z_files[(method, mode)] = str(Path(tmp) / f"z-{method}-{mode}.pt")
+                r = run_worker(args, method, mode, stats_file, z_files[(method, mode)])
+                s = r["split_seconds"]
+                print(f"  {method:9s} {mode:9s} {r['edit_seconds']:8.1f} s  (targets {s['targets']:.1f}, "
+                      f"keys {s['keys']:.1f}, solve {s['solve']:.1f}, rest {s['rest']:.1f})  "
+                      f"peak RSS {r['peak_rss_mb']:.0f} MiB", flush=True)
+                rows.append(r)
+                write(args, m0, stats_info, rows, [], None, [])  # partial results survive an interrupted run
+        comparison = compare(rows, z_files)
+    flops = next((r["flops"] for r in rows if "flops" in r), None)
+    lines = table(rows)
+    print("\n".join(lines))
+    for c in comparison:
+        print(f"  {c['method']}: reference / fast edit time {c['speedup_edit']:.2f}x, target optimisation "
+              f"{c['speedup_targets']:.2f}x; z max relative difference {c['z_max_rel_diff']:.1e}, "
+              f"same steps: {c['same_steps']}")
+    if flops:
+        g = flops["gflop_per_request_step"]
+        print(f"  target step FLOPs per request (layer {flops['layer']}, {flops['blocks_above']} blocks above): "
+              f"floor {g['floor']} GFLOP, fast {g['fast']} GFLOP, reference {g['reference']} GFLOP "
+              f"(reference / floor {g['reference'] / g['floor']:.1f}x)")
+    print(f"  written: {write(args, m0, stats_info, rows, comparison, flops, lines)}")
+
+
+def write(args, m0, stats_info, rows, comparison, flops, lines) -> Path:
+    out = Path(args.out) if args.out else common.ROOT / "benchmarks" / "results" / f"real-{common.host()}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    settings = {k: v for k, v in vars(args).items() if k not in ("worker", "mode", "stats_file", "z_file")}
+    out.write_text(json.dumps({"settings": settings, "machine": m0, "machine_at_end": common.machine(),
+                               "stats": stats_info, "runs": rows, "comparison": comparison, "flops": flops,
+                               "table": lines}, indent=2))
+    return out
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,70 @@
+"""benchmarks/real_model.py without a real model: its FLOP count and its split of the time."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from seqedit.data.records import EditRequest
+from seqedit.models.arch import spec_for
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+REQUESTS = [
+    EditRequest(0, "{} was born in", "Varkel Dunmore", "Quell", "Zorvia"),
+    EditRequest(1, "The capital of {} is", "Zorvia", "Mirel Astan works for Quandex", "Quell"),
+]
+
+
+@pytest.fixture(scope="module")
+def real_model():
+    sys.path.insert(0, str(BENCHMARKS))
+    try:
+        import real_model
+
+        yield real_model
+    finally:
+        sys.path.remove(str(BENCHMARKS))
+
+
+def test_flops_of_the_last_layer_are_the_unembedding_at_the_read_positions(real_model, tiny_model, tiny_tokenizer):
+    spec = spec_for(tiny_model)
+    templates = [["{}"], ["The one. {}"]]
+    top = real_model.target_flops(tiny_model, tiny_tokenizer, spec, REQUESTS, templates, layer=2)
+    d, vocab = spec.d_model(tiny_model), len(tiny_tokenizer)
+    assert top["blocks_above"] == 0
+    # With no block above L only the unembedding at the target and KL positions depends on δ.
+    expected = 2 * top["read_positions"] * 2 * d * vocab / len(REQUESTS) / 1e9
+    assert top["gflop_per_request_step"]["floor"] == pytest.approx(expected, abs=1e-3)
+    low = real_model.target_flops(tiny_model, tiny_tokenizer, spec, REQUESTS, templates, layer=0)
+    g = low["gflop_per_request_step"]
+    assert low["blocks_above"] == 2 and low["suffix_tokens"] < low["real_tokens"]
+    assert g["floor"] <= g["fast"] < g["reference"]
+
+
+def test_part_timer_counts_nested_calls_once(real_model, monkeypatch):
+    """Exclusive time: an outer part's seconds leave out the timed calls nested in it."""
+    clock = [0.0]
+    monkeypatch.setattr(real_model.time, "perf_counter", lambda: clock[0])
+    timer = real_model.PartTimer()
+
+    def keys():
+        clock[0] += 1.0
+
+    inner = timer.wrap("keys", keys)
+
+    def targets():
+        clock[0] += 10.0
+        inner()
+        inner()
+        return torch.ones(2, 3), {"steps": [1, 2], "loss": [0.5, 0.25]}
+
+    wrapped = timer.wrap("targets", targets)
+    z, log = wrapped()
+    wrapped()
+    assert timer.calls == {"targets": 2, "keys": 4, "solve": 0}
+    assert timer.seconds == {"targets": 20.0, "keys": 4.0, "solve": 0.0}
+    assert torch.equal(timer.first_z, z) and timer.first_log["steps"] == [1, 2]
+    assert timer.stack == []

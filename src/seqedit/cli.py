@@ -295,8 +295,13 @@ def cmd_report(args) -> None:
     def opt(path):
         return json.loads(Path(path).read_text()) if path else None
 
+    devs = None
+    if args.stats_config:
+        from seqedit.analysis.deviations import deviations
+
+        devs = deviations(study, opt(args.stats_config).get("stats"), args.hparams_dir, args.hparams_model)
     spec = build_spec(study, args.figures, args.captions, opt(args.knowledge_check), opt(args.known),
-                      opt(args.tracing), args.tracing_figure)
+                      opt(args.tracing), args.tracing_figure, devs)
     spec.pop("claims")
     render_report(spec, args.html, args.pdf)
     print(f"report written to {args.html} and {args.pdf}")
@@ -355,6 +360,10 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--known", default=None, help="known.json of `seqedit known`: the counts for the setup")
     s.add_argument("--tracing", default=None, help="tracing.json of `seqedit trace` (with --tracing-figure)")
     s.add_argument("--tracing-figure", default=None)
+    s.add_argument("--stats-config", default=None,
+                   help="the statistics stage config: adds the deviations from the papers' protocols")
+    s.add_argument("--hparams-dir", default=None, help="hyperparameter files, compared with the papers' own")
+    s.add_argument("--hparams-model", default=None, help="model name of the study's hyperparameter files")
     s.add_argument("--html", required=True)
     s.add_argument("--pdf", required=True)
     s.set_defaults(fn=cmd_report, threads=None)

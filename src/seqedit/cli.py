@@ -168,6 +168,15 @@ def cmd_stats(args) -> None:
           f"{stats.count} tokens in {stats.meta['seconds']} s{settled}")
 
 
+def _add_capability_probe(eval_cfg: dict, model, tok, all_records, stream) -> None:
+    """eval_cfg["capability"] built from `evaluation.capability` while the model is unedited."""
+    from seqedit.evaluate.capability import build_probe
+
+    probe = build_probe(eval_cfg.get("capability"), model, tok, all_records, stream, int(eval_cfg.get("batch_size", 64)))
+    eval_cfg["capability"] = probe
+    print(f"capability probe: {len(probe.facts)} held-out known facts, {len(probe.texts)} texts ({probe.text_source})")
+
+
 def cmd_edit(args) -> None:
     from seqedit.core.context import check_records_fit
     from seqedit.core.stats import LayerStats
@@ -192,10 +201,11 @@ def cmd_edit(args) -> None:
         raise ValueError(f"run.n_edits ({run.n_edits}) exceeds the {len(records)} records in {args.records}")
     # the consistency metric's reference texts and idf come from the whole file, the same for every seed
     eval_cfg = prepare_evaluation(section(cfg, "evaluation"), records)
-    records = edit_stream(records, run.n_edits, seed, run.shuffle)
+    all_records, records = records, edit_stream(records, run.n_edits, seed, run.shuffle)
     seed_everything(seed)
     model, tok = _load(cfg, args.model)
     check_records_fit(model, tok, records, _generation_length(section(cfg, "evaluation")))
+    _add_capability_probe(eval_cfg, model, tok, all_records, records)
     stats = LayerStats.load(args.stats) if args.stats else None
     check_edit_dtype(model, build(ModelConfig, section(cfg, "model"), "model").allow_low_precision_edits)
     editor = editor_cls(hp, model, tok, spec_for(model), stats, seed=seed)
@@ -285,8 +295,13 @@ def cmd_report(args) -> None:
     def opt(path):
         return json.loads(Path(path).read_text()) if path else None
 
+    devs = None
+    if args.stats_config:
+        from seqedit.analysis.deviations import deviations
+
+        devs = deviations(study, opt(args.stats_config).get("stats"), args.hparams_dir, args.hparams_model)
     spec = build_spec(study, args.figures, args.captions, opt(args.knowledge_check), opt(args.known),
-                      opt(args.tracing), args.tracing_figure)
+                      opt(args.tracing), args.tracing_figure, devs)
     spec.pop("claims")
     render_report(spec, args.html, args.pdf)
     print(f"report written to {args.html} and {args.pdf}")
@@ -345,6 +360,10 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--known", default=None, help="known.json of `seqedit known`: the counts for the setup")
     s.add_argument("--tracing", default=None, help="tracing.json of `seqedit trace` (with --tracing-figure)")
     s.add_argument("--tracing-figure", default=None)
+    s.add_argument("--stats-config", default=None,
+                   help="the statistics stage config: adds the deviations from the papers' protocols")
+    s.add_argument("--hparams-dir", default=None, help="hyperparameter files, compared with the papers' own")
+    s.add_argument("--hparams-model", default=None, help="model name of the study's hyperparameter files")
     s.add_argument("--html", required=True)
     s.add_argument("--pdf", required=True)
     s.set_defaults(fn=cmd_report, threads=None)

@@ -31,9 +31,11 @@ import torch
 from tqdm import tqdm
 
 from seqedit.data.records import EditRecord
+from seqedit.evaluate.capability import matrix_norms
 from seqedit.repro import config_hash, provenance, write_json
 
-CURVE_METRICS = ("efficacy", "generalization", "specificity", "fluency", "consistency")
+CURVE_METRICS = ("efficacy", "generalization", "specificity", "fluency", "consistency",
+                 "efficacy_gen", "generalization_gen", "specificity_gen", "perplexity", "heldout_accuracy")
 
 
 @dataclass
@@ -191,6 +193,7 @@ def run_sequential(
             "round": r, "n_edits": n_done,
             "weight_drift": {n: float((p.detach() - w0[n]).float().norm()) for n, p in params.items()},
             "update_norm": {str(k): v for k, v in (info.get("delta_norm") or {}).items()},
+            "weight_norm": matrix_norms(params),
         })
         last = r == len(batches) - 1
         if (r + 1) % run_cfg.eval_every == 0 and not last:
@@ -215,7 +218,8 @@ def run_sequential(
         "final": final["summary"], "provenance": provenance(config), "config": config,
     }
     write_json(out_dir / "curve.json",
-               {"method": editor.name, "seed": seed, "points": curve, "drift": drift, "rounds": rounds})
+               {"method": editor.name, "seed": seed, "points": curve, "drift": drift, "rounds": rounds,
+                "weight_norm_before": matrix_norms(w0)})
     write_json(out_dir / "per_record.json", final["per_record"])
     if hidden_probe and before is not None:
         arrays = {f"{when}_{k}": v for when, d in (("before", before), ("after", after)) for k, v in d.items()}

@@ -36,7 +36,7 @@ def test_counterfact_dispatch_and_fluency(tiny_tokenizer, tiny_gpt2):
 
 def test_zsre_dispatch(tiny_tokenizer, tiny_gpt2):
     records = [zsre_record(4, "Where was {} born?", "Varkel Dunmore", "Zorvia", loc="nq question: who?", loc_ans="Quell")]
-    out = evaluate_records(tiny_gpt2, tiny_tokenizer, records, {"generation": GEN})
+    out = evaluate_records(tiny_gpt2, tiny_tokenizer, records, {"generation": GEN, "generation_success": {"n_records": 0}})
     assert out == evaluate_zsre(tiny_gpt2, tiny_tokenizer, records)
     assert set(out["summary"]) == {"efficacy", "generalization", "specificity", "n_records"}
 

@@ -26,7 +26,8 @@ def test_enabled_tracing_adds_the_stage_and_its_figure():
     assert "papermill notebooks/tracing.ipynb results/testbed/notebooks/tracing.ipynb" in out
     assert "-r tracing results/testbed/tracing/tracing.json" in out
     assert ("--tracing results/testbed/tracing/tracing.json --tracing-figure figures/testbed_tracing.png"
-            " --html") in out  # the report shows it
+            " --hparams-dir config/hparams --hparams-model testbed --html") in out  # the report shows it
+    assert "--stats-config results/testbed/config/stats.json" in out  # and the deviations from the papers
 
 
 def test_tracing_without_a_true_object_fails_before_running():

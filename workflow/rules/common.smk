@@ -659,8 +659,10 @@ def get_run_dirs(wildcards, input):
 
 
 def report_extra_input():
-    """The report's optional inputs: the known-record counts and the causal tracing with its figure."""
-    extra = {}
+    """The report's inputs beyond the study and its figures: the statistics stage config (for the
+    deviations from the papers' protocols), the known-record counts and the causal tracing with its
+    figure."""
+    extra = {"stats_config": f"results/{MODEL}/config/stats.json"}
     if known_filter():
         extra["known"] = f"results/{MODEL}/known/known.json"
     if tracing_enabled():
@@ -670,9 +672,12 @@ def report_extra_input():
 
 
 def report_extra_arg(wildcards, input):
-    """`--known`, `--tracing` and `--tracing-figure` for the inputs report_extra_input() added."""
-    names = {"known": "--known", "tracing": "--tracing", "tracing_figure": "--tracing-figure"}
-    return "".join(f" {flag} {input[key]}" for key, flag in names.items() if key in input.keys())
+    """The flags of the inputs report_extra_input() added; the deviations also read the
+    hyperparameter files (hparams_dir, under hparams_model)."""
+    names = {"stats_config": "--stats-config", "known": "--known", "tracing": "--tracing",
+             "tracing_figure": "--tracing-figure"}
+    flags = "".join(f" {flag} {input[key]}" for key, flag in names.items() if key in input.keys())
+    return flags + f" --hparams-dir {config['hparams_dir']} --hparams-model {hparams_model()}"
 
 
 def knowledge_check_arg(wildcards, input):

@@ -10,7 +10,9 @@ for a given seed): the mean difference and its 95% interval over seeds. Verdicts
 "MEMIT" in a claim is plain MEMIT (`memit`, the papers' MEMIT row), not MEMIT-seq. NMKE's claims
 are tested twice: against AlphaEdit with its own settings (the papers' comparison) and against
 the matched control, AlphaEdit with NMKE's projector and ridge (a `controls` entry matching
-nmke), so that the second isolates NMKE's mask.
+nmke), so that the second isolates NMKE's mask. A claim on efficacy, generalization or
+specificity is tested a second time on the generation-based metric (greedy continuation, no
+target given) where the runs measured it, under the item's "generated".
 """
 
 from __future__ import annotations
@@ -55,6 +57,20 @@ def compare(a_runs: list[dict], b_runs: list[dict], metric: str, a: str, b: str)
     name = "score" if metric == "overall" else metric
     measured = f"{name}: {a} {ma:.1f} vs {b} {mb:.1f}; difference {diff:+.1f}{interval} over {n} seed{'s' * (n > 1)}"
     return {"verdict": verdict, "measured": measured}
+
+
+# The generation-based counterpart of each teacher-forced metric (evaluate/generation.py).
+GENERATED = {"efficacy": "efficacy_gen", "generalization": "generalization_gen", "specificity": "specificity_gen"}
+
+
+def paired(a_runs: list[dict], b_runs: list[dict], metric: str, a: str, b: str) -> dict:
+    """`compare` on `metric` and, where both sides measured its generation-based counterpart,
+    the same comparison on that one under "generated"."""
+    res = compare(a_runs, b_runs, metric, a, b)
+    gen = GENERATED.get(metric)
+    if gen and _by_seed(a_runs, gen) and _by_seed(b_runs, gen):
+        res["generated"] = compare(a_runs, b_runs, gen, a, b)
+    return res
 
 
 def _main(study: dict) -> dict[str, list[dict]]:
@@ -106,7 +122,7 @@ def checklist(study: dict) -> list[dict]:
             missing = [LABEL.get(m, m) for m in (a, b) if m not in main]
             res = {"verdict": "not tested", "measured": f"{', '.join(missing)} not in the main comparison"}
         else:
-            res = compare(main[a], main[b], metric, LABEL[a], LABEL[b])
+            res = paired(main[a], main[b], metric, LABEL[a], LABEL[b])
         items.append({"paper": paper, "claim": claim, **res})
 
     def ablation_claim(paper, claim, method, param, on, off, metric):
@@ -114,7 +130,7 @@ def checklist(study: dict) -> list[dict]:
         if pair is None:
             res = {"verdict": "not tested", "measured": f"no ablation of {LABEL[method]} over {param} with values {on} and {off}"}
         else:
-            res = compare(pair[0], pair[1], metric, f"{param}={on}", f"{param}={off}")
+            res = paired(pair[0], pair[1], metric, f"{param}={on}", f"{param}={off}")
         items.append({"paper": paper, "claim": claim, **res})
 
     methods_claim("NSE", "NSE keeps specificity where MEMIT (plain) collapses (higher specificity after the stream)",
@@ -133,7 +149,7 @@ def checklist(study: dict) -> list[dict]:
             missing = (["NMKE"] if "nmke" not in main else []) + ([] if matched else ["the matched AlphaEdit control"])
             res = {"verdict": "not tested", "measured": f"{', '.join(missing)} not in the study"}
         else:
-            res = compare(main["nmke"], matched, metric, "NMKE", "AlphaEdit (NMKE's projector and ridge)")
+            res = paired(main["nmke"], matched, metric, "NMKE", "AlphaEdit (NMKE's projector and ridge)")
             if own:
                 res["measured"] += " (AlphaEdit's own settings are NMKE's: its main runs are the control)"
         items.append({"paper": "NMKE", "claim": claim, **res})
@@ -149,7 +165,7 @@ def checklist(study: dict) -> list[dict]:
         best = max(present, key=lambda b: mean_ci(r["final"].get("specificity") for r in main[b])[0] or -1)
     if "kne" in main and best:
         items.append({"paper": "KNE", "claim": "KNE matches or exceeds the best baseline in locality (specificity)",
-                      **compare(main["kne"], main[best], "specificity", "KNE", f"best baseline {LABEL[best]}")})
+                      **paired(main["kne"], main[best], "specificity", "KNE", f"best baseline {LABEL[best]}")})
     else:
         items.append({"paper": "KNE", "claim": "KNE matches or exceeds the best baseline in locality (specificity)",
                       "verdict": "not tested", "measured": "KNE or every baseline missing from the main comparison"})

@@ -6,7 +6,9 @@
 - `consistency.py`: TF-IDF similarity of those generations to texts about the new object;
 - `packed.py`: the batched teacher-forced scorer, each prompt once for all its targets;
 - `scoring.py`: the reference scorer, one row per (prompt, target) pair;
-- `hidden.py`: the final hidden states of the probe prompts.
+- `hidden.py`: the final hidden states of the probe prompts;
+- `generation.py`: success of greedy continuations (no target given);
+- `capability.py`: held-out perplexity, held-out known facts, matrix norms.
 
 `evaluate_records` picks the family from the records' `kind`.
 """
@@ -21,6 +23,8 @@ from seqedit.data.records import EditRecord
 from seqedit.evaluate.consistency import ConsistencyScorer, build_scorer
 from seqedit.evaluate.counterfact import evaluate_counterfact
 from seqedit.evaluate.fluency import evaluate_fluency, generate, ngram_entropy, word_tokenize
+from seqedit.evaluate.capability import CapabilityProbe
+from seqedit.evaluate.generation import evaluate_generation
 from seqedit.evaluate.packed import DEFAULT_TOKEN_BUDGET
 from seqedit.evaluate.zsre import evaluate_zsre
 
@@ -29,6 +33,7 @@ __all__ = [
     "evaluate_counterfact",
     "evaluate_zsre",
     "evaluate_fluency",
+    "evaluate_generation",
     "prepare_evaluation",
     "generate",
     "ngram_entropy",
@@ -39,7 +44,12 @@ __all__ = [
 GENERATION_DEFAULTS = {"n_records": 20, "n_prompts": 2, "max_length": 40, "top_k": 5, "seed": 0}
 
 
-EVALUATION_KEYS = ("batch_size", "token_budget", "reference", "hidden_probe", "consistency", "generation", "progress")
+# Same default as `evaluation.generation_success` in the schema: records per evaluation whose
+# prompts are continued greedily (0 = off, None = all).
+GENERATION_SUCCESS_DEFAULTS = {"n_records": 10}
+
+EVALUATION_KEYS = ("batch_size", "token_budget", "reference", "hidden_probe", "capability", "consistency",
+                   "generation", "generation_success", "progress")
 
 
 def _check_keys(cfg: dict) -> None:
@@ -49,6 +59,26 @@ def _check_keys(cfg: dict) -> None:
     gen_unknown = set(cfg.get("generation") or {}) - set(GENERATION_DEFAULTS)
     if gen_unknown:
         raise ValueError(f"unknown generation config keys {sorted(gen_unknown)}; known: {sorted(GENERATION_DEFAULTS)}")
+    gs_unknown = set(cfg.get("generation_success") or {}) - set(GENERATION_SUCCESS_DEFAULTS)
+    if gs_unknown:
+        raise ValueError(f"unknown generation_success config keys {sorted(gs_unknown)}; "
+                         f"known: {sorted(GENERATION_SUCCESS_DEFAULTS)}")
+
+
+def _with_probes(model, tokenizer, records: Sequence[EditRecord], cfg: dict, result: dict) -> dict:
+    """`result` with the generation-based success of the first `generation_success.n_records`
+    records and, when `cfg["capability"]` is a built `CapabilityProbe`, its numbers."""
+    batch_size = int(cfg.get("batch_size", 64))
+    n = {**GENERATION_SUCCESS_DEFAULTS, **(cfg.get("generation_success") or {})}["n_records"]
+    if n is None or n > 0:
+        subset = list(records) if n is None else list(records[: int(n)])
+        gen = evaluate_generation(model, tokenizer, subset, batch_size=batch_size)
+        result["summary"].update(gen["summary"])
+        for entry, g in zip(result["per_record"], gen["per_record"]):
+            entry.update({k: v for k, v in g.items() if k != "case_id"})
+    if isinstance(cfg.get("capability"), CapabilityProbe):
+        result["summary"].update(cfg["capability"].evaluate(model, tokenizer, batch_size))
+    return result
 
 
 def _generates(cfg: dict, records: Sequence[EditRecord]) -> bool:
@@ -81,7 +111,11 @@ def evaluate_records(model: nn.Module, tokenizer, records: Sequence[EditRecord],
     a scorer from `prepare_evaluation`. For CounterFact with generation enabled the summary
     gains `fluency` (×100 n-gram entropy) and, where reference texts exist, `consistency` (×100
     TF-IDF cosine) with `consistency_source`, and the generating records' entries gain their
-    `consistency`; ZsRE has no generation metric.
+    `consistency`; ZsRE has no fluency metric. Both kinds gain `efficacy_gen`, `generalization_gen`,
+    `specificity_gen` (greedy continuations, `generation.py`) on the first
+    `generation_success.n_records` records, and, with `capability` a `capability.CapabilityProbe`
+    (built by the caller with the unedited model; a plain mapping is not evaluated), `perplexity`
+    and `heldout_accuracy`.
     """
     cfg = dict(cfg or {})
     if not records:
@@ -108,7 +142,7 @@ def evaluate_records(model: nn.Module, tokenizer, records: Sequence[EditRecord],
                 result["summary"]["consistency_source"] = scorer.source
                 for entry, value in zip(result["per_record"], cons["per_record"]):
                     entry["consistency"] = value
-        return result
+        return _with_probes(model, tokenizer, records, cfg, result)
     if kind == "zsre":
-        return evaluate_zsre(model, tokenizer, records, **scoring)
+        return _with_probes(model, tokenizer, records, cfg, evaluate_zsre(model, tokenizer, records, **scoring))
     raise ValueError(f"unknown record kind {kind!r}; expected 'counterfact' or 'zsre'")

@@ -13,8 +13,16 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 from seqedit.analysis.labels import MAIN, METHOD_LABEL, METHOD_ORDER  # noqa: E402,F401
 METRICS = ["efficacy", "generalization", "specificity", "fluency"]
+# Generation-based success and general-capability probes (evaluate/generation.py, capability.py).
+PROBE_METRICS = ["efficacy_gen", "generalization_gen", "specificity_gen", "perplexity", "heldout_accuracy"]
+METRICS += PROBE_METRICS
 METRIC_LABEL = {"efficacy": "Efficacy", "generalization": "Generalization", "specificity": "Specificity",
-                "fluency": "Fluency", "score": "Score", "consistency": "Consistency"}
+                "fluency": "Fluency", "score": "Score", "consistency": "Consistency",
+                "efficacy_gen": "Efficacy (generated)", "generalization_gen": "Generalization (generated)",
+                "specificity_gen": "Specificity (generated)", "perplexity": "Held-out perplexity",
+                "heldout_accuracy": "Held-out facts"}
+# Metrics that are not percentages (no 0-100 axis).
+UNBOUNDED = {"fluency", "perplexity"}
 
 
 def load_study(path: str | Path) -> dict:

@@ -1,4 +1,5 @@
-"""Figure 1: efficacy, generalization, specificity and fluency against the number of edits."""
+"""Figure 1: efficacy, generalization, specificity and fluency against the number of edits, with the
+generated success and the general-capability probes where the runs have them."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from collections import defaultdict
 import matplotlib.pyplot as plt
 
 from seqedit.analysis.ci import mean_ci
-from seqedit.figures.common import METRIC_LABEL, METRICS, color, label, main_runs, save
+from seqedit.figures.common import METRIC_LABEL, METRICS, UNBOUNDED, color, label, main_runs, save
 
 
 def curve_stats(runs: list[dict], metric: str) -> tuple[list[int], list[float], list[float]]:
@@ -36,7 +37,7 @@ def plot(study: dict, out_dir, model: str):
                             color=color(method), alpha=0.18, linewidth=0)
         ax.set_xlabel("number of edits")
         ax.set_title(METRIC_LABEL[metric])
-        if metric != "fluency":
+        if metric not in UNBOUNDED:
             ax.set_ylim(-3, 103)
         ax.grid(alpha=0.3)
     n_seeds = len(study["setup"]["seeds"])

@@ -7,7 +7,8 @@ import matplotlib.pyplot as plt
 from seqedit.analysis.ci import fmt_ci, mean_ci
 from seqedit.figures.common import METRIC_LABEL, label, main_runs, save
 
-COLUMNS = ["efficacy", "generalization", "specificity", "fluency", "score", "consistency"]
+COLUMNS = ["efficacy", "generalization", "specificity", "fluency", "score", "consistency",
+           "efficacy_gen", "generalization_gen", "specificity_gen", "perplexity", "heldout_accuracy"]
 UNEDITED = "Unedited model"
 # What the consistency column compares the generations with (metrics.json: final.consistency_source).
 CONSISTENCY_SOURCES = {

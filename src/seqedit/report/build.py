@@ -106,6 +106,21 @@ def known_paragraph(known: dict) -> str:
             f"stream is drawn from these.")
 
 
+def deviations_section(rows: list[dict] | None) -> list[dict]:
+    """The "Deviations from the papers' protocols" section (analysis/deviations.py), when given."""
+    if rows is None:
+        return []
+    n = sum(r["deviates"] for r in rows)
+    text = (f"{n} of {len(rows)} aspects of this study's setup differ from the papers' protocols (NSE, AlphaEdit and "
+            "the MEMIT/ROME reference code). Every row is read from the study's configuration; the verdicts of the "
+            "claims checklist hold for this setup, not for the papers'.")
+    return [{"heading": "Deviations from the papers' protocols", "blocks": [
+        {"type": "paragraph", "text": text},
+        {"type": "table", "caption": "Deviations from the papers' protocols",
+         "columns": ["Aspect", "Papers", "This study", "Deviates"],
+         "rows": [[r["aspect"], r["papers"], r["here"], "yes" if r["deviates"] else "no"] for r in rows]}]}]
+
+
 def tracing_blocks(tracing: dict, tracing_figure: str | Path, caption: str, setup: dict) -> list[dict]:
     """Causal tracing of the unedited model: the figure and the layers it suggests beside those edited."""
     c = tracing["counts"]
@@ -121,7 +136,8 @@ def tracing_blocks(tracing: dict, tracing_figure: str | Path, caption: str, setu
 
 def build_spec(study: dict, figures: list[str | Path], captions: list[str | Path] | None = None,
                knowledge_check: dict | None = None, known: dict | None = None,
-               tracing: dict | None = None, tracing_figure: str | Path | None = None) -> dict:
+               tracing: dict | None = None, tracing_figure: str | Path | None = None,
+               deviations: list[dict] | None = None) -> dict:
     setup = study["setup"]
     model = setup["model"].get("name", "model")
     run = setup["run"]
@@ -204,11 +220,17 @@ def build_spec(study: dict, figures: list[str | Path], captions: list[str | Path
             {"type": "paragraph", "text": (
                 "Each headline claim of the papers, tested on this study's runs with paired seeds (both sides edit the same "
                 "stream for a seed). holds: the 95% interval of the difference lies above 0; does not hold: below 0; "
-                "inconclusive: it contains 0; with one seed only the sign is available. The claims were made for "
+                "inconclusive: it contains 0; with one seed only the sign is available. Claims on efficacy, "
+                "generalization or specificity are tested again on the greedy generations (no target given), where "
+                "the runs measured them. The claims were made for "
                 "GPT2-XL, GPT-J and Llama3-8B on CounterFact and ZsRE; a verdict here is about this model and data.")},
-            {"type": "table", "caption": "Claims checklist", "columns": ["Paper", "Claim", "Measured here", "Verdict"],
-             "rows": [[c["paper"], c["claim"], c["measured"], c["verdict"]] for c in claims]},
+            {"type": "table", "caption": "Claims checklist", "columns": [
+                "Paper", "Claim", "Measured here (teacher-forced)", "Verdict", "Generated: measured", "Generated: verdict"],
+             "rows": [[c["paper"], c["claim"], c["measured"], c["verdict"],
+                       c.get("generated", {}).get("measured", "–"), c.get("generated", {}).get("verdict", "–")]
+                      for c in claims]},
         ]},
+        *deviations_section(deviations),
         {"heading": "Provenance", "blocks": [{"type": "code", "text": json.dumps({
             "git_commits": prov.get("commits"), "git": prov.get("git"), "config_hash_of_first_run": prov.get("config_hash"),
             "versions": prov.get("versions"),

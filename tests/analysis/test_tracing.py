@@ -7,7 +7,7 @@ import torch
 from transformers import AutoModelForCausalLM
 
 from seqedit.analysis.tracing import (TracingConfig, default_window, embedding_std, fact_noise, known_mask, memit_window,
-                                      subject_span, trace, trace_fact, window_layers)
+                                      peak_layer, subject_span, trace, trace_fact, window_layers)
 from seqedit.core.hooks import edit_output
 from seqedit.core.prompts import encode_target
 from seqedit.data.records import EditRequest
@@ -82,6 +82,7 @@ def test_window_arithmetic():
     assert window_layers(1, 10, 48) == list(range(0, 6)) and window_layers(46, 10, 48) == list(range(41, 48))
     assert window_layers(3, 1, 30) == [3]
     assert memit_window(17, 5) == [13, 14, 15, 16, 17] and memit_window(2, 5) == [0, 1, 2]
+    assert memit_window(5, 5, lowest=1) == [1, 2, 3, 4, 5] and memit_window(3, 5, lowest=2) == [2, 3]
 
 
 @pytest.mark.parametrize("model_type", ["gpt2", "llama"])
@@ -276,3 +277,15 @@ def test_schema_defaults_are_the_library_defaults():
                             .read_text())
     props = schema["properties"]["tracing"]["properties"]
     assert {k: v["default"] for k, v in props.items()} == asdict(TracingConfig())
+
+
+def test_skipped_layers_take_no_part_in_the_peak():
+    # SmolLM2-like: the first MLP restores most facts, then a second bump in the early-middle layers
+    effect = [0.07, 0.068, 0.068, 0.072, 0.02, 0.026, 0.023, 0.024, 0.017, 0.01]
+    assert peak_layer(effect, 6) == 3
+    assert peak_layer(effect, 6, skip_layers=1) == 5  # windows of layers 0-3 restore layer 0
+    assert peak_layer(effect, 1, skip_layers=1) == 3
+    with pytest.raises(ValueError, match="leaves no layer"):
+        peak_layer(effect, 6, skip_layers=8)
+    with pytest.raises(ValueError, match="skip_layers must be >= 0"):
+        TracingConfig(skip_layers=-1)

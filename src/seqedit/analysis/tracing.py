@@ -10,7 +10,11 @@ For a fact the model knows, three runs of its rewrite prompt are compared:
   (ROME's `trace_with_patch`: layers l - w//2 … l + (w - 1)//2, clipped to the model).
 
 The indirect effect of layer l is p_restored(l) − p_corrupt, averaged over facts; its peak is
-the layer ROME edits, and MEMIT edits the `memit_n` layers ending there. The same noise samples
+the layer ROME edits, and MEMIT edits the `memit_n` layers ending there. With `skip_layers` = n,
+a layer whose window restores any of the first n layers is no candidate for the peak, and the
+MEMIT window starts at n at the lowest: in Llama-family models restoring the first MLP alone
+recovers most facts (it acts on every subject token, whatever layer stores the fact), which
+would put the peak at layer 0. The same noise samples
 serve the corrupted run and every layer's restored run (as ROME, whose noise generator is
 reseeded per trace), so the per-layer differences are paired.
 
@@ -49,6 +53,7 @@ class TracingConfig:
     window: int | None = None  # layers restored around each layer; None = round(n_layers × 10/48), ≥ 1
     kind: str = "mlp"  # mlp: restore the MLP output; block: the block's output (hidden state)
     memit_n: int = MEMIT_N  # layers of the suggested MEMIT window, ending at the peak
+    skip_layers: int = 0  # windows restoring any of the first skip_layers layers are no peak candidates
     known_only: bool = True  # trace only records whose rewrite prompt the model completes with the true object
     batch_size: int = 64  # rows (noise samples × layers) per forward
     seed: int = 0
@@ -59,6 +64,8 @@ class TracingConfig:
                 raise ValueError(f"tracing.{name} must be >= 1, got {getattr(self, name)}")
         if float(self.noise_factor) < 0:
             raise ValueError(f"tracing.noise_factor must be >= 0, got {self.noise_factor}")
+        if int(self.skip_layers) < 0:
+            raise ValueError(f"tracing.skip_layers must be >= 0, got {self.skip_layers}")
         if self.window is not None and int(self.window) < 1:
             raise ValueError(f"tracing.window must be >= 1 or null, got {self.window}")
         if self.kind not in KINDS:
@@ -76,9 +83,19 @@ def window_layers(layer: int, window: int, n_layers: int) -> list[int]:
     return list(range(lo, min(n_layers, layer - window // 2 + window)))
 
 
-def memit_window(peak: int, n: int) -> list[int]:
-    """`n` consecutive layers ending at `peak` (fewer when the peak is near the bottom)."""
-    return list(range(max(0, peak - n + 1), peak + 1))
+def memit_window(peak: int, n: int, lowest: int = 0) -> list[int]:
+    """`n` consecutive layers ending at `peak`, none below `lowest` (fewer when the peak is near it)."""
+    return list(range(max(lowest, peak - n + 1), peak + 1))
+
+
+def peak_layer(effect: list[float], window: int, skip_layers: int = 0) -> int:
+    """The layer of the largest effect among those whose window restores none of the first
+    `skip_layers` layers."""
+    n_layers = len(effect)
+    candidates = [l for l in range(n_layers) if window_layers(l, window, n_layers)[0] >= skip_layers]
+    if not candidates:
+        raise ValueError(f"tracing.skip_layers {skip_layers} leaves no layer of {n_layers} (window {window}) to peak at")
+    return max(candidates, key=lambda l: effect[l])
 
 
 def subject_span(tokenizer, template: str, subject: str) -> tuple[list[int], int, int]:
@@ -229,14 +246,14 @@ def summarize(per_fact: list[dict], n_layers: int, window: int, std: float, cfg:
         mean, half, n = mean_ci(f["effect"][l] for f in per_fact)
         half = half or 0.0
         layers.append({"layer": l, "mean": mean, "ci_low": mean - half, "ci_high": mean + half, "n": n})
-    peak = max(range(n_layers), key=lambda l: layers[l]["mean"])
+    peak = peak_layer([x["mean"] for x in layers], window, int(cfg.skip_layers))
     return {
         "kind": cfg.kind,
         "layers": layers,
         "effect": [x["mean"] for x in layers],
         "peak_layer": peak,
         "rome_layer": peak,
-        "memit_layers": memit_window(peak, cfg.memit_n),
+        "memit_layers": memit_window(peak, cfg.memit_n, int(cfg.skip_layers)),
         "p_clean": mean_ci(f["p_clean"] for f in per_fact)[0],
         "p_corrupt": mean_ci(f["p_corrupt"] for f in per_fact)[0],
         "counts": counts,

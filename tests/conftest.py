@@ -167,3 +167,19 @@ def edit_toy_batch(method: str, toy_testbed, toy_world, edit: slice = slice(0, 8
         torch.set_num_threads(threads)
     return dict(model=model, tok=tok, spec=spec, cfg=cfg, editor=editor, info=info, edit=edit_records,
                 held=held_records, w0=w0, before_edit=before_edit, before_held=before_held)
+
+
+# Fixtures that cost minutes: every test that uses one runs on the same xdist worker, so each is
+# built once per run rather than once per worker. The Slurm cluster joins the toy run's group, since
+# its tests compare against the local toy run (and two test clusters cannot run at once).
+XDIST_GROUPS = {"toy_run": "toy_run", "slurm_cluster": "toy_run", "slurm_run": "toy_run",
+                "toy_testbed": "toy_testbed"}
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist's own hook, which reads the xdist_group marks
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        used = getattr(item, "fixturenames", ())
+        group = next((g for name, g in XDIST_GROUPS.items() if name in used), None)
+        if group is not None:
+            item.add_marker(pytest.mark.xdist_group(group))

@@ -40,7 +40,8 @@ def snakemake(*args: str) -> subprocess.CompletedProcess:
 
 
 def dry_run(*args: str) -> subprocess.CompletedProcess:
-    return snakemake("-n", "--forceall", *args)
+    # --nolock: dry runs from several test workers share the repository's .snakemake folder
+    return snakemake("-n", "--forceall", "--nolock", *args)
 
 
 def job_counts(output: str) -> dict[str, int]:

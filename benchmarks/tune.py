@@ -75,9 +75,11 @@ def run_one(job: dict) -> dict:
 
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--study", required=True, help="results/<model>: holds config/edit, testbed/model, stats/mom2.pt")
+    p.add_argument("--study", required=True,
+                   help="results/<model>: holds config/edit, stats/mom2.pt and the model (model/ when the workflow "
+                        "prepared it, else testbed/model)")
     p.add_argument("--records", required=True, help="the study's edit records")
-    p.add_argument("--kind", default="counterfact", choices=("counterfact", "zsre"))
+    p.add_argument("--kind", default="counterfact", choices=("counterfact", "zsre", "counterfact_easyedit"))
     p.add_argument("--set", action="append", required=True, metavar="METHOD.KEY=V1,V2",
                    help="one hyperparameter grid (repeatable)")
     p.add_argument("--seed", type=int, default=100, help="the tuning seed (default 100, reported by no study)")
@@ -87,7 +89,9 @@ def main(argv=None) -> None:
 
     study = Path(args.study)
     out = Path(args.out) if args.out else study / "tune"
-    model, stats = study / "testbed" / "model", study / "stats" / "mom2.pt"
+    prepared = study / "model"  # a pretrained model the workflow prepared (model_source), else the testbed
+    model = prepared if (prepared / "config.json").is_file() else study / "testbed" / "model"
+    stats = study / "stats" / "mom2.pt"
     for path in (model / "config.json", stats, Path(args.records)):
         if not path.is_file():
             raise SystemExit(f"tune: missing {path}; run the study's workflow up to its statistics first")

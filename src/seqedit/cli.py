@@ -223,8 +223,9 @@ def cmd_trace(args) -> None:
 
     cfg = read_config(args.config)
     tc = build(TracingConfig, section(cfg, "tracing"), "tracing")
-    if args.kind != "counterfact":
-        raise ValueError(f"causal tracing needs records with a true object (counterfact), got --kind {args.kind}")
+    if args.kind not in ("counterfact", "counterfact_easyedit"):
+        raise ValueError(f"causal tracing needs records with a true object (counterfact, counterfact_easyedit), "
+                         f"got --kind {args.kind}")
     records = _records(cfg, args.records, args.kind)
     seed_everything(tc.seed)
     model, tok = _load(cfg, args.model)

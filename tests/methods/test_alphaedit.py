@@ -135,7 +135,7 @@ def test_hparams_files_build_the_config():
 
     root = Path(__file__).resolve().parents[2] / "config" / "hparams" / "alphaedit"
     names = sorted(p.stem for p in root.glob("*.yaml"))
-    assert names == ["gpt-j-6b", "gpt2-xl", "llama3-8b", "testbed"]
+    assert names == ["gpt-j-6b", "gpt2-xl", "llama3-8b", "smollm2-135m", "testbed"]
     for p in root.glob("*.yaml"):
         build_config(AlphaEditConfig, yaml.safe_load(p.read_text()), str(p))
 

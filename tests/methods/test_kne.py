@@ -156,7 +156,7 @@ def test_config_rejects_unknown_choices():
 def test_hparams_files_build_the_config():
     config_cls, _ = get_method("kne")
     files = sorted(HPARAMS.glob("*.yaml"))
-    assert {f.stem for f in files} >= {"gpt2-xl", "gpt-j-6b", "llama3-8b", "testbed"}
+    assert {f.stem for f in files} >= {"gpt2-xl", "gpt-j-6b", "llama3-8b", "smollm2-135m", "testbed"}
     for f in files:
         build_config(config_cls, yaml.safe_load(f.read_text()), str(f))
 

@@ -84,7 +84,7 @@ def test_hparams_files_build_the_config():
     from pathlib import Path
 
     root = Path(__file__).resolve().parents[2] / "config" / "hparams" / "nse"
-    assert sorted(p.stem for p in root.glob("*.yaml")) == ["gpt-j-6b", "gpt2-xl", "llama3-8b", "testbed"]
+    assert sorted(p.stem for p in root.glob("*.yaml")) == ["gpt-j-6b", "gpt2-xl", "llama3-8b", "smollm2-135m", "testbed"]
     for p in root.glob("*.yaml"):
         build_config(NSEConfig, yaml.safe_load(p.read_text()), str(p))
 

@@ -9,7 +9,7 @@ import yaml
 from seqedit.registry import KINDS, available_methods, effective_settings, method_info, register_method
 
 REPO = Path(__file__).resolve().parents[2]
-MODELS = ["gpt-j-6b", "gpt2-xl", "llama3-8b", "testbed"]
+MODELS = ["gpt-j-6b", "gpt2-xl", "llama3-8b", "smollm2-135m", "testbed"]
 
 
 def _method_enums(node, path="schema"):

@@ -722,9 +722,9 @@ def tracing_enabled():
     """True when the config asks for causal tracing (tracing.enabled); it needs a true object per record."""
     if not config["tracing"]["enabled"]:
         return False
-    if records_kind() != "counterfact":
+    if records_kind() not in ("counterfact", "counterfact_easyedit"):
         raise WorkflowError(
-            "tracing.enabled needs records with a true object (CounterFact form); "
+            "tracing.enabled needs records with a true object (CounterFact, either form); "
             f"data.source '{config['data']['source']}' has none"
         )
     return True

@@ -1,0 +1,142 @@
+"""The SmolLM2-135M study configs (config/smollm2*.yaml), overlays on config/config.yaml.
+
+Dry runs only (`snakemake -n --forceall`): each overlay builds its DAG offline, with the model
+prepared once from its pinned wheel, the known-records filter and the causal trace where the
+records have a true object, the layer statistics from the model's own samples, and the
+hyperparameter files of this model (config/hparams/<method>/smollm2-135m.yaml), whose layers
+the statistics cover.
+"""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+import yaml
+
+from .test_paper_configs import FIGURES, GPU_RULES, job_resources, n_runs
+from .test_workflow import DEFAULT_CONFIG, REPO, dry_run, job_counts
+
+SMOLLM2 = REPO / "config" / "smollm2.yaml"
+OVERLAYS = {
+    "counterfact": [SMOLLM2],
+    "zsre": [SMOLLM2, REPO / "config" / "smollm2-zsre.yaml"],
+    "gpu": [SMOLLM2, REPO / "config" / "smollm2-gpu.yaml"],
+}
+DATA_FILES = {  # data.source: (setting, the file under the shared data folder)
+    "counterfact": ("counterfact_path", "counterfact/counterfact_subset_union.json"),
+    "zsre": ("zsre_path", "zsre/easyedit/zsre_mend_eval_portability_gpt4.json"),
+    "counterfact_easyedit": ("counterfact_easyedit_path", "counterfact/easyedit"),
+}
+N_LAYERS = 30
+
+
+def merge(base: dict, over: dict) -> dict:
+    """Snakemake's merge of config files: mappings key by key, everything else replaced."""
+    out = dict(base)
+    for key, value in over.items():
+        out[key] = merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
+
+
+def merged(files: list) -> dict:
+    config = yaml.safe_load(DEFAULT_CONFIG.read_text())
+    for path in files:
+        config = merge(config, yaml.safe_load(path.read_text()))
+    return config
+
+
+@pytest.fixture(scope="module", params=sorted(OVERLAYS), ids=str)
+def smollm2_dry_run(request, shared_data):
+    """(merged config, dry-run output) of one overlay, its benchmark file read from the shared data folder."""
+    files = OVERLAYS[request.param]
+    config = merged(files)
+    setting, relpath = DATA_FILES[config["data"]["source"]]
+    result = dry_run("--printshellcmds", "--configfile", *map(str, files),
+                     "--config", f"data={{{setting}: {shared_data / relpath}}}")
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output
+    return request.param, config, output
+
+
+def test_overlays_set_only_what_differs_from_their_base():
+    base = yaml.safe_load(SMOLLM2.read_text())
+    assert base["model"]["name"] == "smollm2-135m" and base["hparams_model"] == "smollm2-135m"
+    assert base["model_source"]["kind"] == "wheel" and base["stats"]["source"] == "generated"
+    for name in ("zsre", "gpu"):
+        overlay = yaml.safe_load(OVERLAYS[name][-1].read_text())
+        assert "methods" not in overlay and "hparams_model" not in overlay and "model_source" not in overlay
+        assert overlay["model"]["name"] != base["model"]["name"]  # results of their own
+    assert merged(OVERLAYS["gpu"])["run"]["n_edits"] == 2000 and merged(OVERLAYS["gpu"])["run"]["batch_size"] == 100
+    assert merged(OVERLAYS["zsre"])["data"]["source"] == "zsre"
+
+
+def test_smollm2_dry_run_job_counts(smollm2_dry_run):
+    name, config, output = smollm2_dry_run
+    runs = n_runs(config)
+    filtered = name != "zsre"  # ZsRE records have no true object to prefer or trace
+    assert job_counts(output) == {
+        "data_subset": 1,
+        "model_prepare": 1,
+        "config_stage": 2 + 2 * filtered,  # model_prepare, stats (+ known, tracing)
+        **({"data_known": 1, "trace_run": 1, "figure_tracing": 1} if filtered else {}),
+        "config_edit": runs,
+        "stats_collect": 1,
+        "edit_run": runs,
+        "study_collect": 1,
+        **{f"figure_{f}": 1 for f in FIGURES},
+        "report_render": 1,
+        "all": 1,
+    }  # no testbed, no knowledge check, no corpus: the statistics come from the model's own samples
+
+
+def test_smollm2_dry_run_wires_the_prepared_model_and_the_known_records(smollm2_dry_run):
+    name, config, output = smollm2_dry_run
+    model, source = config["model"]["name"], config["data"]["source"]
+    assert "seqedit train-testbed" not in output and "seqedit corpus" not in output
+    prepare = re.search(r"seqedit prepare-model [^\n]*", output)[0]
+    assert f"--out results/{model}/model" in prepare
+    stats = re.search(r"seqedit stats [^\n]*", output)[0]
+    assert f"--model results/{model}/model" in stats and "--corpus" not in stats
+    records = f"results/{model}/known/records.json" if name != "zsre" else f"data/{source}/records.json"
+    edits = re.findall(r"seqedit edit [^\n]*", output)
+    assert edits and all(f"--model results/{model}/model" in e and f"--records {records} --kind {source}" in e
+                         for e in edits)
+    assert ("seqedit trace" in output) == (name != "zsre")
+
+
+def test_smollm2_gpu_overlay_asks_for_a_gpu_where_the_model_runs(smollm2_dry_run):
+    name, config, output = smollm2_dry_run
+    for rule, resources in job_resources(output):
+        on_gpu = name == "gpu" and rule in GPU_RULES | {"trace_run", "data_known"}
+        assert (resources.get("gpu") == "1") == on_gpu, (name, rule, resources)
+        if on_gpu and rule in config["resources"]:
+            assert resources["mem_mb"] == str(config["resources"][rule]["mem_mb"]), (rule, resources)
+
+
+@pytest.mark.parametrize("method", yaml.safe_load(DEFAULT_CONFIG.read_text())["methods"])
+def test_hyperparameters_fit_the_model_and_the_statistics(method):
+    """Every method has a file for this model; its layers exist in a 30-layer model, the loss is read
+    at the last layer, and the statistics of the study cover every layer a method's solve needs."""
+    from seqedit.registry import build_config, get_method
+
+    path = REPO / "config" / "hparams" / method / "smollm2-135m.yaml"
+    cfg = build_config(get_method(method)[0], yaml.safe_load(path.read_text()), str(path))
+    stats_layers = set(merged(OVERLAYS["counterfact"])["stats"]["layers"])
+    layers = getattr(cfg, "layers", None)
+    if layers is not None:
+        assert all(0 <= layer < N_LAYERS for layer in layers), layers
+    if hasattr(cfg, "v_loss_layer"):
+        assert cfg.v_loss_layer == N_LAYERS - 1
+    if method in ("memit", "memit_seq", "alphaedit", "nmke", "nse", "rome"):
+        assert set(layers) <= stats_layers, (method, layers, sorted(stats_layers))
+
+
+def test_rome_layer_ends_the_memit_window():
+    """ROME's layer is the trace's peak and MEMIT's window of five ends there (the tracing stage's rule)."""
+    load = lambda m: yaml.safe_load((REPO / "config" / "hparams" / m / "smollm2-135m.yaml").read_text())
+    (peak,) = load("rome")["layers"]
+    window = load("memit")["layers"]
+    assert window == list(range(peak - len(window) + 1, peak + 1))
+    for method in ("memit_seq", "alphaedit", "nmke", "nse", "kne"):
+        assert load(method)["layers"] == window, method

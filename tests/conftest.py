@@ -183,3 +183,29 @@ def pytest_collection_modifyitems(config, items):
         group = next((g for name, g in XDIST_GROUPS.items() if name in used), None)
         if group is not None:
             item.add_marker(pytest.mark.xdist_group(group))
+
+
+UNGROUPED = pytest.StashKey[str]()
+
+
+@pytest.hookimpl(trylast=True)  # after xdist's hook, which tags a grouped test's node id with "@group"
+def pytest_collection_finish(session):
+    """On an xdist worker under --dist loadgroup, every grouped test must carry its group in its
+    node id, the only thing the scheduler reads. Where it does not (a pytest whose node ids xdist
+    cannot rewrite), the groups are spread over the workers: two Slurm test clusters at once, a toy
+    run per worker. Then every grouped test fails at setup, before its fixtures are built."""
+    if not getattr(session.config.option, "loadgroup", False):
+        return
+    untagged = [item for item in session.items if item.get_closest_marker("xdist_group") and "@" not in item.nodeid]
+    if untagged:
+        session.config.stash[UNGROUPED] = (
+            f"pytest-xdist's --dist loadgroup left {len(untagged)} grouped tests untagged under pytest "
+            f"{pytest.__version__}, so they would not share a worker; install the pinned test versions "
+            "(pip install -e '.[test]') or run on one process (-n 0)")
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item):
+    problem = item.config.stash.get(UNGROUPED, None)
+    if problem and item.get_closest_marker("xdist_group"):
+        pytest.fail(problem, pytrace=False)

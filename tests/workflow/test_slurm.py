@@ -15,7 +15,9 @@ log, squeue and the per-job Slurm logs show each of those jobs COMPLETED with ex
 test partition under this run's name, and no other job under that name; and the results equal
 those of the local run of the same config (`toy_run`).
 
-One test cluster per machine at a time (they would share /etc/slurm/slurm.conf).
+One test cluster per machine at a time (they would share /etc/slurm/slurm.conf). The copy names
+the test process that owns the cluster: a cluster whose owner still runs is left alone (and the
+test refused), one whose owner is gone (a run killed before its teardown) is ended first.
 
 It changes the machine (packages, /etc/slurm), so it runs only when asked: with
 SEQEDIT_SLURM_TEST=1 in the environment (`.ci/run` sets it). A plain `pytest` skips the module and
@@ -119,15 +121,49 @@ def ensure_slurm_installed() -> dict[str, str]:
         text = SYSTEM_CONF.read_text(errors="replace")
         if not text.startswith(CONF_MARKER):
             unavailable(f"{SYSTEM_CONF} belongs to another Slurm setup; the test cluster would replace it")
-        pid_file = re.search(r"^SlurmctldPidFile=(.+)$", text, re.M)
-        pid = Path(pid_file[1]).read_text().strip() if pid_file and Path(pid_file[1]).exists() else ""
-        if pid.isdigit() and process_alive(int(pid)):
-            unavailable(f"another test cluster is running (slurmctld pid {pid}, {SYSTEM_CONF})")
+        owner = re.search(r"^# owner pid (\d+)$", text, re.M)
+        if owner and int(owner[1]) != os.getpid() and process_alive(int(owner[1])):
+            unavailable(f"another test cluster is running (test process {owner[1]}, {SYSTEM_CONF})")
+        # Left behind by a test process that is gone (killed before its teardown): its daemons
+        # outlive it, being daemons, and are ended here.
+        stop_stale_cluster(text)
     paths = {name: find_binary(name) for name in SLURM_BINARIES}
     missing = [name for name, path in paths.items() if path is None]
     if missing:
         unavailable(f"programs missing after installing slurm-wlm and munge: {', '.join(missing)}")
     return paths
+
+
+def stop_stale_cluster(conf_text: str) -> list[int]:
+    """End the daemons of a test cluster whose test process is gone, by the pid files its
+    configuration names (slurmd, slurmctld, and munged beside the munge socket), and remove the
+    system copy of its configuration. Returns the pids it ended."""
+    files = [m[1] for key in ("SlurmdPidFile", "SlurmctldPidFile") if (m := re.search(rf"^{key}=(.+)$", conf_text, re.M))]
+    if socket_path := re.search(r"^AuthInfo=socket=(.+)$", conf_text, re.M):
+        files.append(str(Path(socket_path[1]).parent / "munged.pid"))
+    ended = []
+    for pid_file in map(Path, files):
+        pid = pid_file.read_text().strip() if pid_file.exists() else ""
+        if pid.isdigit() and process_alive(int(pid)):
+            end_process(int(pid))
+            ended.append(int(pid))
+    if SYSTEM_CONF.exists() and SYSTEM_CONF.read_text(errors="replace") == conf_text:
+        SYSTEM_CONF.unlink()
+    return ended
+
+
+def end_process(pid: int):
+    """SIGTERM, then SIGKILL if `pid` still runs after 20 s; returns when it is gone (or 10 s later)."""
+    for sig, wait in ((signal.SIGTERM, 20), (signal.SIGKILL, 10)):
+        try:
+            os.kill(pid, sig)
+        except ProcessLookupError:
+            return
+        deadline = time.monotonic() + wait
+        while time.monotonic() < deadline and process_alive(pid):
+            time.sleep(0.2)
+        if not process_alive(pid):
+            return
 
 
 def free_ports(n: int) -> list[int]:
@@ -265,7 +301,7 @@ class SlurmCluster:
             self.node_line(),
             f"PartitionName={PARTITION} Nodes={self.node} Default=NO MaxTime=INFINITE State=UP",
         ]
-        text = CONF_MARKER + "\n" + "\n".join(lines) + "\n"
+        text = CONF_MARKER + f"\n# owner pid {os.getpid()}\n" + "\n".join(lines) + "\n"
         self.conf.write_text(text)
         SYSTEM_CONF.parent.mkdir(parents=True, exist_ok=True)
         SYSTEM_CONF.write_text(text)
@@ -319,16 +355,7 @@ class SlurmCluster:
                 pid = int(pid_file.read_text().strip())
             except (FileNotFoundError, ValueError):
                 continue
-            for sig, wait in ((signal.SIGTERM, 20), (signal.SIGKILL, 10)):
-                try:
-                    os.kill(pid, sig)
-                except ProcessLookupError:
-                    break
-                deadline = time.monotonic() + wait
-                while time.monotonic() < deadline and process_alive(pid):
-                    time.sleep(0.2)
-                if not process_alive(pid):
-                    break
+            end_process(pid)
         self.started.clear()
         if (self.conf.exists() and SYSTEM_CONF.exists()
                 and SYSTEM_CONF.read_text(errors="replace") == self.conf.read_text()):
@@ -518,3 +545,25 @@ def test_slurm_results_equal_the_local_run(slurm_run, toy_run):
     for run in local:
         assert slurm[run] == local[run], f"{run}: Slurm {slurm[run]} != local {local[run]}"
     assert knowledge_check(slurm_run.work) == knowledge_check(toy_run)
+
+
+def test_a_cluster_left_by_a_killed_test_process_is_ended(tmp_path):
+    """The daemons named by a leftover configuration's pid files are ended; other processes live."""
+    daemons = [subprocess.Popen(["sleep", "600"], start_new_session=True) for _ in range(3)]
+    bystander = subprocess.Popen(["sleep", "600"], start_new_session=True)
+    try:
+        (tmp_path / "munge").mkdir()
+        files = [tmp_path / "slurmd.pid", tmp_path / "slurmctld.pid", tmp_path / "munge" / "munged.pid"]
+        for proc, pid_file in zip(daemons, files):
+            pid_file.write_text(f"{proc.pid}\n")
+        text = (f"{CONF_MARKER}\n# owner pid 999999999\nSlurmdPidFile={files[0]}\nSlurmctldPidFile={files[1]}\n"
+                f"AuthInfo=socket={tmp_path / 'munge' / 'munge.socket'}\n")
+        ended = stop_stale_cluster(text)
+        assert sorted(ended) == sorted(p.pid for p in daemons)
+        for proc in daemons:
+            assert proc.wait(timeout=30) is not None
+        assert bystander.poll() is None
+    finally:
+        for proc in (*daemons, bystander):
+            proc.kill()
+            proc.wait()

@@ -18,7 +18,9 @@ from .test_workflow import REPO, dry_run, job_counts
 
 PAPER = REPO / "config" / "paper"
 MODELS = ["gpt2-xl", "gpt-j-6b", "llama3-8b"]
-PAPER_CONFIGS = sorted(PAPER.glob("*.yaml"))
+ZSRE = PAPER / "zsre.yaml"  # the benchmark overlay, given second
+# Each model's CounterFact study, and the same with the ZsRE overlay.
+STUDIES = [[PAPER / f"{m}.yaml"] for m in MODELS] + [[PAPER / f"{m}.yaml", ZSRE] for m in MODELS]
 FIGURES = ["edit_curves", "results_table", "ablations", "drift", "hidden_shift", "neurons", "cost"]
 GPU_RULES = {"testbed_check", "stats_collect", "edit_run"}
 SCHEMA = yaml.safe_load((REPO / "workflow" / "schemas" / "config.schema.yaml").read_text())
@@ -68,30 +70,56 @@ def schema_resources(rule: str) -> dict[str, int]:
     return {key: sub["default"] for key, sub in props.items()}
 
 
-@pytest.fixture(scope="module", params=PAPER_CONFIGS, ids=lambda path: path.stem)
+def merge(base: dict, over: dict) -> dict:
+    """Snakemake's merge of config files: mappings key by key, everything else replaced."""
+    out = dict(base)
+    for key, value in over.items():
+        out[key] = merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
+
+
+def merged(files: list) -> dict:
+    """The config that snakemake builds from `files` given in order."""
+    config: dict = {}
+    for path in files:
+        config = merge(config, yaml.safe_load(path.read_text()))
+    return config
+
+
+def results_name(config: dict) -> str:
+    """The study's folder under results/: model.name, with the tag when one is set."""
+    return config["model"]["name"] + (f"-{config['tag']}" if config.get("tag") else "")
+
+
+@pytest.fixture(scope="module", params=STUDIES, ids=lambda files: "+".join(p.stem for p in files))
 def paper_dry_run(request):
-    """(config, output) of the dry run of one paper config."""
-    result = dry_run("--configfile", str(request.param), "--printshellcmds")
+    """(merged config, output) of the dry run of one paper study."""
+    files = [str(p) for p in request.param]
+    result = dry_run("--configfile", *files, "--printshellcmds")
     output = result.stdout + result.stderr
     assert result.returncode == 0, output
-    return yaml.safe_load(request.param.read_text()), output
+    return merged(request.param), output
 
 
-def test_every_model_has_a_counterfact_and_a_zsre_config():
-    assert sorted(p.stem for p in PAPER_CONFIGS) == sorted(MODELS + [f"{m}-zsre" for m in MODELS])
+def test_one_config_per_model_and_one_benchmark_overlay():
+    assert sorted(p.stem for p in PAPER.glob("*.yaml")) == sorted(MODELS + ["zsre"])
+    # the overlay changes the benchmark and the result folder, nothing else
+    assert yaml.safe_load(ZSRE.read_text()) == {"data": {"source": "zsre"}, "tag": "zsre"}
+    for model in MODELS:
+        config = yaml.safe_load((PAPER / f"{model}.yaml").read_text())
+        assert config["data"]["source"] == "counterfact" and config["model"]["name"] == model
+        assert "hparams_model" not in config and "tag" not in config
+        assert config["data"]["zsre_path"] == "data/zsre/zsre_mend_eval.json"  # MEND's split, as the papers
 
 
 @pytest.mark.parametrize("model", MODELS)
-def test_zsre_config_differs_only_in_data_source_and_name(model):
-    counterfact = yaml.safe_load((PAPER / f"{model}.yaml").read_text())
-    zsre = yaml.safe_load((PAPER / f"{model}-zsre.yaml").read_text())
-    assert counterfact["data"]["source"] == "counterfact" and zsre["data"]["source"] == "zsre"
-    assert counterfact["model"]["name"] == model and "hparams_model" not in counterfact
-    assert zsre["model"]["name"] == f"{model}-zsre" and zsre["hparams_model"] == model
-    del zsre["hparams_model"]
-    for config in (counterfact, zsre):
-        del config["data"]["source"], config["model"]["name"]
-    assert counterfact == zsre
+def test_zsre_study_keeps_its_own_results_and_the_models_hyperparameters(model):
+    result = dry_run("--configfile", str(PAPER / f"{model}.yaml"), str(ZSRE), "--printshellcmds")
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output
+    assert f"results/{model}-zsre/edit/nse/main/seed~0/metrics.json" in output
+    assert f"results/{model}/" not in output  # the CounterFact study's folder is not touched
+    assert set(re.findall(r"--hparams-model (\S+)", output)) == {model}, output[-3000:]
 
 
 @pytest.mark.parametrize("model", MODELS)
@@ -133,7 +161,7 @@ def test_paper_dry_run_needs_neither_records_nor_corpus(paper_dry_run):
         assert f"--place {path} --url-setting data.{source}_url" in output, output
         if config["data"].get(f"{source}_url"):
             assert f"--url {config['data'][f'{source}_url']} --sha256 {config['data'][f'{source}_sha256']}" in output
-    name = config["model"]["name"]
+    name = results_name(config)
     assert f"--records data/{source}/records.json --kind {source}" in output
     stats_command = re.search(r"seqedit stats [^\n]*", output)[0]
     assert "--corpus" not in stats_command
@@ -246,13 +274,13 @@ def test_a_model_below_float32_is_refused_unless_allowed(dtype):
 
 
 def test_paper_configs_edit_in_float32_and_run_the_neuron_ablation_at_two_thresholds():
-    for path in PAPER_CONFIGS:
-        config = yaml.safe_load(path.read_text())
-        assert config["model"]["dtype"] == "float32", path.name
-        assert {"memit", "memit_seq", "alphaedit", "nmke"} <= set(config["methods"]), path.name
-        assert [c["match"] for c in config["controls"] if c["method"] == "alphaedit"] == ["nmke"], path.name
+    for files in STUDIES:
+        config, name = merged(files), "+".join(p.stem for p in files)
+        assert config["model"]["dtype"] == "float32", name
+        assert {"memit", "memit_seq", "alphaedit", "nmke"} <= set(config["methods"]), name
+        assert [c["match"] for c in config["controls"] if c["method"] == "alphaedit"] == ["nmke"], name
         neurons = [ab for ab in config["ablations"] if ab["method"] == "nse" and ab.get("param") == "neuron_threshold"]
-        assert len(neurons) == 1 and neurons[0]["values"] == [0.8, 1.0], path.name
+        assert len(neurons) == 1 and neurons[0]["values"] == [0.8, 1.0], name
 
 
 @pytest.mark.parametrize("model, control", [("gpt2-xl", False), ("gpt-j-6b", False), ("llama3-8b", True)])

@@ -14,7 +14,7 @@ import re
 import pytest
 import yaml
 
-from .test_paper_configs import FIGURES, GPU_RULES, job_resources, n_runs
+from .test_paper_configs import FIGURES, GPU_RULES, job_resources, merged, n_runs, results_name
 from .test_workflow import DEFAULT_CONFIG, REPO, dry_run, job_counts
 
 SMOLLM2 = REPO / "config" / "smollm2.yaml"
@@ -22,6 +22,7 @@ OVERLAYS = {
     "counterfact": [SMOLLM2],
     "zsre": [SMOLLM2, REPO / "config" / "smollm2-zsre.yaml"],
     "gpu": [SMOLLM2, REPO / "config" / "smollm2-gpu.yaml"],
+    "quick": [SMOLLM2, REPO / "config" / "smollm2-quick.yaml"],
 }
 DATA_FILES = {  # data.source: (setting, the file under the shared data folder)
     "counterfact": ("counterfact_path", "counterfact/counterfact_subset_union.json"),
@@ -31,26 +32,11 @@ DATA_FILES = {  # data.source: (setting, the file under the shared data folder)
 N_LAYERS = 30
 
 
-def merge(base: dict, over: dict) -> dict:
-    """Snakemake's merge of config files: mappings key by key, everything else replaced."""
-    out = dict(base)
-    for key, value in over.items():
-        out[key] = merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
-    return out
-
-
-def merged(files: list) -> dict:
-    config = yaml.safe_load(DEFAULT_CONFIG.read_text())
-    for path in files:
-        config = merge(config, yaml.safe_load(path.read_text()))
-    return config
-
-
 @pytest.fixture(scope="module", params=sorted(OVERLAYS), ids=str)
 def smollm2_dry_run(request, shared_data):
     """(merged config, dry-run output) of one overlay, its benchmark file read from the shared data folder."""
     files = OVERLAYS[request.param]
-    config = merged(files)
+    config = merged([DEFAULT_CONFIG, *files])
     setting, relpath = DATA_FILES[config["data"]["source"]]
     result = dry_run("--printshellcmds", "--configfile", *map(str, files),
                      "--config", f"data={{{setting}: {shared_data / relpath}}}")
@@ -63,12 +49,16 @@ def test_overlays_set_only_what_differs_from_their_base():
     base = yaml.safe_load(SMOLLM2.read_text())
     assert base["model"]["name"] == "smollm2-135m" and base["hparams_model"] == "smollm2-135m"
     assert base["model_source"]["kind"] == "wheel" and base["stats"]["source"] == "generated"
-    for name in ("zsre", "gpu"):
+    for name in ("zsre", "gpu", "quick"):
         overlay = yaml.safe_load(OVERLAYS[name][-1].read_text())
-        assert "methods" not in overlay and "hparams_model" not in overlay and "model_source" not in overlay
-        assert overlay["model"]["name"] != base["model"]["name"]  # results of their own
-    assert merged(OVERLAYS["gpu"])["run"]["n_edits"] == 2000 and merged(OVERLAYS["gpu"])["run"]["batch_size"] == 100
-    assert merged(OVERLAYS["zsre"])["data"]["source"] == "zsre"
+        assert "hparams_model" not in overlay and "model_source" not in overlay
+        assert "name" not in overlay.get("model", {}) and overlay["tag"] == name  # results of their own
+    gpu, quick = merged([DEFAULT_CONFIG, *OVERLAYS["gpu"]]), merged([DEFAULT_CONFIG, *OVERLAYS["quick"]])
+    assert gpu["run"]["n_edits"] == 2000 and gpu["run"]["batch_size"] == 100
+    assert merged([DEFAULT_CONFIG, *OVERLAYS["zsre"]])["data"]["source"] == "zsre"
+    # the headline comparison of the papers (plain MEMIT, AlphaEdit, NSE), one seed, no ablations
+    assert quick["methods"] == ["memit", "alphaedit", "nse"] and quick["seeds"] == [0]
+    assert quick["ablations"] == [] and quick["controls"] == []
 
 
 def test_smollm2_dry_run_job_counts(smollm2_dry_run):
@@ -92,7 +82,7 @@ def test_smollm2_dry_run_job_counts(smollm2_dry_run):
 
 def test_smollm2_dry_run_wires_the_prepared_model_and_the_known_records(smollm2_dry_run):
     name, config, output = smollm2_dry_run
-    model, source = config["model"]["name"], config["data"]["source"]
+    model, source = results_name(config), config["data"]["source"]
     assert "seqedit train-testbed" not in output and "seqedit corpus" not in output
     prepare = re.search(r"seqedit prepare-model [^\n]*", output)[0]
     assert f"--out results/{model}/model" in prepare
@@ -122,7 +112,7 @@ def test_hyperparameters_fit_the_model_and_the_statistics(method):
 
     path = REPO / "config" / "hparams" / method / "smollm2-135m.yaml"
     cfg = build_config(get_method(method)[0], yaml.safe_load(path.read_text()), str(path))
-    stats_layers = set(merged(OVERLAYS["counterfact"])["stats"]["layers"])
+    stats_layers = set(merged([DEFAULT_CONFIG, *OVERLAYS["counterfact"]])["stats"]["layers"])
     layers = getattr(cfg, "layers", None)
     if layers is not None:
         assert all(0 <= layer < N_LAYERS for layer in layers), layers

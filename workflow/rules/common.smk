@@ -49,7 +49,9 @@ with open(workflow.source_path("../schemas/config.schema.yaml")) as f:
 config.update(coerce_cli_strings(config, CONFIG_SCHEMA))
 validate(config, schema="../schemas/config.schema.yaml")
 
-MODEL = config["model"]["name"]
+# The study's result folder (results/<MODEL>/): the model's name, with the tag of an overlay that
+# runs another benchmark or protocol of the same model (e.g. llama3-8b-zsre).
+MODEL = config["model"]["name"] + (f"-{config['tag']}" if config["tag"] else "")
 WORLD_DIR = "data/world"
 BENCHMARKS = ["counterfact", "zsre", "counterfact_easyedit"]  # data.source values read from a benchmark file
 # Settings of the benchmark files only; the world's config leaves them out, so they never rerun it.
@@ -322,8 +324,8 @@ def known_filter():
 
 
 def hparams_model():
-    """Model name of the hyperparameter files: hparams_model, or model.name when null."""
-    return config["hparams_model"] or MODEL
+    """Model name of the hyperparameter files: hparams_model, or model.name (untagged) when null."""
+    return config["hparams_model"] or config["model"]["name"]
 
 
 def hparams_path(method):

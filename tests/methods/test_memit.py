@@ -7,12 +7,11 @@ import torch
 from seqedit.core.keys import collect_keys
 from seqedit.core.stats import collect_second_moments
 from seqedit.data.records import EditRequest
-from seqedit.evaluate.counterfact import evaluate_counterfact
 from seqedit.methods.memit import MEMITConfig, MEMITEditor, MEMITSeqEditor
 from seqedit.models.arch import spec_for
 from seqedit.registry import get_method
 
-from conftest import TINY_TEXTS, TOY_LOCATE, edit_toy_batch, make_tiny_model
+from conftest import assert_toy_edits_land, assert_toy_edits_stay_local, TINY_TEXTS, TOY_LOCATE, edit_toy_batch, make_tiny_model
 
 TINY_LAYERS = [0, 1]
 BATCH_1 = [EditRequest(0, "{} was born in", "Varkel Dunmore", "Quell", "Zorvia"),
@@ -77,14 +76,11 @@ def edited(toy_testbed, toy_world):
 
 
 def test_edited_facts_flip(edited):
-    assert edited["before_edit"]["efficacy"] <= 10.0  # the testbed knew them
-    after = evaluate_counterfact(edited["model"], edited["tok"], edited["edit"])["summary"]
-    assert after["efficacy"] >= 50.0  # measured 50 on the 1-thread toy testbed (75-80 with other seeds of it)
+    assert_toy_edits_land(edited)
 
 
-def test_held_out_facts_do_not_flip(edited):
-    after = evaluate_counterfact(edited["model"], edited["tok"], edited["held"])["summary"]
-    assert after["efficacy"] <= edited["before_held"]["efficacy"] + 12.5  # at most one of eight
+def test_held_out_facts_move_far_less_than_the_edited_ones(edited):
+    assert_toy_edits_stay_local(edited)
 
 
 def test_only_the_edited_layers_change(edited):

@@ -9,12 +9,11 @@ import torch
 from seqedit.core.attribution import select_by_activation
 from seqedit.core.stats import collect_second_moments
 from seqedit.data.records import EditRequest
-from seqedit.evaluate.counterfact import evaluate_counterfact
 from seqedit.methods.nse import NSEConfig, NSEEditor
 from seqedit.models.arch import spec_for
 from seqedit.registry import build_config, get_method
 
-from conftest import TINY_TEXTS, edit_toy_batch, make_tiny_model
+from conftest import assert_toy_edits_land, assert_toy_edits_stay_local, TINY_TEXTS, edit_toy_batch, make_tiny_model
 
 TINY_LAYERS = [0, 1]
 BATCH_A = [
@@ -189,15 +188,11 @@ def edited(toy_testbed, toy_world):
 
 
 def test_toy_batch_flips(edited):
-    assert edited["before_edit"]["efficacy"] <= 10.0  # the testbed knew them
-    after = evaluate_counterfact(edited["model"], edited["tok"], edited["edit"])["summary"]
-    # measured: efficacy 100, generalization 68.8, specificity 95 (records 0-7: 62.5 / 56.2 / 93.8)
-    assert after["efficacy"] >= 75.0
+    assert_toy_edits_land(edited)
 
 
-def test_toy_held_out_facts_do_not_flip(edited):
-    after = evaluate_counterfact(edited["model"], edited["tok"], edited["held"])["summary"]
-    assert after["efficacy"] <= edited["before_held"]["efficacy"] + 12.5
+def test_toy_held_out_facts_move_far_less_than_the_edited_ones(edited):
+    assert_toy_edits_stay_local(edited)
 
 
 def test_toy_only_selected_columns_of_the_edited_layers_change(edited):

@@ -23,7 +23,7 @@ def test_enabled_tracing_adds_the_stage_and_its_figure():
     out = result.stdout
     assert ("seqedit trace --config results/testbed/config/tracing.json --model results/testbed/testbed/model"
             " --records data/world/counterfact.json --kind counterfact --out results/testbed/tracing/tracing.json") in out
-    assert "papermill notebooks/tracing.ipynb results/testbed/notebooks/tracing.ipynb" in out
+    assert f"papermill {REPO}/notebooks/tracing.ipynb results/testbed/notebooks/tracing.ipynb" in out
     assert "-r tracing results/testbed/tracing/tracing.json" in out
     assert ("--tracing results/testbed/tracing/tracing.json --tracing-figure figures/testbed_tracing.png"
             " --hparams-dir config/hparams --hparams-model testbed --html") in out  # the report shows it

@@ -204,7 +204,8 @@ def test_dry_run_wires_the_cli_and_papermill():
         "seqedit edit --config results/testbed/config/edit/memit/main/seed~0.json --model results/testbed/testbed/model"
         " --stats results/testbed/stats/mom2.pt --records data/world/counterfact.json --kind counterfact"
         " --out-dir results/testbed/edit/memit/main/seed~0",
-        "papermill notebooks/edit_curves.ipynb results/testbed/notebooks/edit_curves.ipynb -k python3",
+        # the workflow's own notebook by its place in the repository, not by the working directory
+        f"papermill {REPO}/notebooks/edit_curves.ipynb results/testbed/notebooks/edit_curves.ipynb -k python3",
     ]:
         assert command in output, command
 

@@ -714,10 +714,20 @@ FIGURES = {
 }
 
 
+# The workflow's own files (notebooks, captions) by their place beside this file, not by the working
+# directory, so that the workflow also runs as a Snakemake module from a local checkout.
+WORKFLOW_ROOT = Path(str(workflow.current_basedir)).resolve().parents[1]  # workflow/rules/ -> the repository
+
+
+def own_file(*parts: str) -> str:
+    """Path of a file of the workflow's own (e.g. own_file("notebooks", "cost.ipynb"))."""
+    return str(WORKFLOW_ROOT.joinpath(*parts))
+
+
 def caption_files():
     """Caption of each figure (workflow/report/<figure>.rst), shared by both reports."""
     names = list(FIGURES) + (["tracing"] if tracing_enabled() else [])
-    return [os.path.join(workflow.basedir, "workflow", "report", f"{f}.rst") for f in names]
+    return [own_file("workflow", "report", f"{f}.rst") for f in names]
 
 
 def tracing_enabled():

@@ -31,7 +31,7 @@ for _figure, _category in FIGURES.items():
         name:
             f"figure_{_figure}"
         input:
-            notebook=f"notebooks/{_figure}.ipynb",
+            notebook=own_file("notebooks", f"{_figure}.ipynb"),
             study=rules.study_collect.output.study,
         output:
             notebook=f"results/{{model}}/notebooks/{_figure}.ipynb",

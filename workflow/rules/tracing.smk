@@ -29,7 +29,7 @@ rule trace_run:
 # Indirect effect per layer (mean and 95% interval over the traced facts), peak and MEMIT window marked.
 rule figure_tracing:
     input:
-        notebook="notebooks/tracing.ipynb",
+        notebook=own_file("notebooks", "tracing.ipynb"),
         tracing=rules.trace_run.output.tracing,
     output:
         notebook="results/{model}/notebooks/tracing.ipynb",

@@ -225,6 +225,22 @@ def test_report_shows_known_counts_and_the_tracing_figure_beside_the_edited_laye
         build_spec(s, figs, [], tracing=tr)
 
 
+def test_report_finds_the_figures_of_a_tagged_study(study, tmp_path):
+    """A study with a tag (results/<model>-<tag>/) draws figures/<model>-<tag>_<name>.png; the report
+    takes each by the figure name its file ends with, and still refuses a missing one."""
+    from seqedit.report.build import build_spec
+
+    s = json.loads(study.read_text())
+    prefix = s["setup"]["model"]["name"] + "-quick"
+    figs = [__import__(f"seqedit.figures.{n}", fromlist=["plot"]).plot(s, tmp_path / "fig", prefix)[0] for n in FIGURES]
+    assert all(f.name.startswith(prefix + "_") for f in figs)
+    spec = build_spec(s, figs, [])
+    shown = [b["path"] for sec in spec["sections"] for b in sec["blocks"] if b["type"] == "figure"]
+    assert sorted(shown) == sorted(map(str, figs))
+    with pytest.raises(ValueError, match="missing \\['cost'\\]"):
+        build_spec(s, [f for f in figs if not f.stem.endswith("_cost")], [])
+
+
 def test_claims_are_tested_again_on_the_generated_metrics_where_runs_have_them(study):
     s = json.loads(study.read_text())
     assert all("generated" not in c for c in checklist(s))  # no run measured generation-based success

@@ -31,9 +31,14 @@ def read_caption(path: Path) -> str:
     return re.sub(r"``([^`]*)``", r"\1", text)
 
 
-def _figure_name(path: Path, model: str) -> str:
+def _figure_name(path: Path) -> str:
+    """The figure a file holds, by the name its stem ends with (figures/<study>_<name>.png, where the
+    study is the model's name or the model's name and a tag); the stem itself when none matches."""
     stem = path.stem
-    return stem[len(model) + 1:] if stem.startswith(model + "_") else stem
+    for name in sorted(FIGURE_ORDER, key=len, reverse=True):
+        if stem == name or stem.endswith("_" + name):
+            return name
+    return stem
 
 
 def _hparam_summary(hp: dict) -> str:
@@ -144,7 +149,7 @@ def build_spec(study: dict, figures: list[str | Path], captions: list[str | Path
     model = setup["model"].get("name", "model")
     run = setup["run"]
     figures = [Path(f) for f in figures]
-    by_name = {_figure_name(f, model): f for f in figures}
+    by_name = {_figure_name(f): f for f in figures}
     caption_text = {Path(c).stem: read_caption(Path(c)) for c in captions or []}
     missing = [n for n in FIGURE_ORDER if n not in by_name]
     if missing:

@@ -301,8 +301,9 @@ def cmd_report(args) -> None:
         from seqedit.analysis.deviations import deviations
 
         devs = deviations(study, opt(args.stats_config).get("stats"), args.hparams_dir, args.hparams_model)
+    prepared = opt(Path(args.model_dir) / "provenance.json") if args.model_dir else None
     spec = build_spec(study, args.figures, args.captions, opt(args.knowledge_check), opt(args.known),
-                      opt(args.tracing), args.tracing_figure, devs)
+                      opt(args.tracing), args.tracing_figure, devs, prepared=prepared)
     spec.pop("claims")
     render_report(spec, args.html, args.pdf)
     print(f"report written to {args.html} and {args.pdf}")
@@ -359,6 +360,8 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--captions", nargs="*", default=[])
     s.add_argument("--knowledge-check", default=None)
     s.add_argument("--known", default=None, help="known.json of `seqedit known`: the counts for the setup")
+    s.add_argument("--model-dir", default=None,
+                   help="the model directory of `seqedit prepare-model`: its provenance.json names the model")
     s.add_argument("--tracing", default=None, help="tracing.json of `seqedit trace` (with --tracing-figure)")
     s.add_argument("--tracing-figure", default=None)
     s.add_argument("--stats-config", default=None,

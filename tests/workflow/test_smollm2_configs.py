@@ -93,6 +93,8 @@ def test_smollm2_dry_run_wires_the_prepared_model_and_the_known_records(smollm2_
     assert edits and all(f"--model results/{model}/model" in e and f"--records {records} --kind {source}" in e
                          for e in edits)
     assert ("seqedit trace" in output) == (name != "zsre")
+    report = re.search(r"seqedit report [^\n]*", output)[0]
+    assert f"--model-dir results/{model}/model" in report  # the report names the prepared model
 
 
 def test_smollm2_gpu_overlay_asks_for_a_gpu_where_the_model_runs(smollm2_dry_run):

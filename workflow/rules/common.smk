@@ -662,9 +662,11 @@ def get_run_dirs(wildcards, input):
 
 def report_extra_input():
     """The report's inputs beyond the study and its figures: the statistics stage config (for the
-    deviations from the papers' protocols), the known-record counts and the causal tracing with its
-    figure."""
+    deviations from the papers' protocols), the prepared model (its provenance names it), the
+    known-record counts and the causal tracing with its figure."""
     extra = {"stats_config": f"results/{MODEL}/config/stats.json"}
+    if is_prepared():
+        extra["model_dir"] = prepared_model_dir()
     if known_filter():
         extra["known"] = f"results/{MODEL}/known/known.json"
     if tracing_enabled():
@@ -676,8 +678,8 @@ def report_extra_input():
 def report_extra_arg(wildcards, input):
     """The flags of the inputs report_extra_input() added; the deviations also read the
     hyperparameter files (hparams_dir, under hparams_model)."""
-    names = {"stats_config": "--stats-config", "known": "--known", "tracing": "--tracing",
-             "tracing_figure": "--tracing-figure"}
+    names = {"stats_config": "--stats-config", "model_dir": "--model-dir", "known": "--known",
+             "tracing": "--tracing", "tracing_figure": "--tracing-figure"}
     flags = "".join(f" {flag} {input[key]}" for key, flag in names.items() if key in input.keys())
     return flags + f" --hparams-dir {config['hparams_dir']} --hparams-model {hparams_model()}"
 

@@ -41,6 +41,22 @@ def _figure_name(path: Path) -> str:
     return stem
 
 
+def _model_origin(model: dict, prepared: dict | None) -> str:
+    """Where the edited model came from: model.path, the source a prepared model's provenance.json
+    names, or the testbed the workflow trains."""
+    if model.get("path"):
+        return model["path"]
+    if prepared is None:
+        return "the testbed GPT-2 trained by the workflow"
+    source, gguf, size = prepared.get("source", {}), prepared.get("gguf", {}), prepared.get("model", {})
+    if source.get("kind") == "wheel":
+        origin = f"{gguf.get('file', source.get('file'))} from the {source['package']} {source['version']} wheel"
+    else:
+        origin = str(gguf.get("file") or source.get("path"))
+    params = f", {size['n_parameters'] / 1e6:.1f} M parameters" if size.get("n_parameters") else ""
+    return f"prepared from {origin}, {prepared.get('conversion', 'as loaded')}{params}"
+
+
 def _hparam_summary(hp: dict) -> str:
     keep = {k: v for k, v in hp.items() if not isinstance(v, (dict, list)) or k == "layers"}
     return ", ".join(f"{k}={v}" for k, v in keep.items())
@@ -144,7 +160,7 @@ def tracing_blocks(tracing: dict, tracing_figure: str | Path, caption: str, setu
 def build_spec(study: dict, figures: list[str | Path], captions: list[str | Path] | None = None,
                knowledge_check: dict | None = None, known: dict | None = None,
                tracing: dict | None = None, tracing_figure: str | Path | None = None,
-               deviations: list[dict] | None = None) -> dict:
+               deviations: list[dict] | None = None, prepared: dict | None = None) -> dict:
     setup = study["setup"]
     model = setup["model"].get("name", "model")
     run = setup["run"]
@@ -167,7 +183,7 @@ def build_spec(study: dict, figures: list[str | Path], captions: list[str | Path
     groups = main_runs(study)
     n_runs = len(study["runs"])
     setup_par = (
-        f"Model: {model} ({'the testbed GPT-2 trained by the workflow' if not setup['model'].get('path') else setup['model']['path']}), "
+        f"Model: {model} ({_model_origin(setup['model'], prepared)}), "
         f"dtype {setup['model'].get('dtype', 'float32')} on {setup['model'].get('device', 'cpu')}. "
         f"Each run applies {run.get('n_edits')} edits in batches of {run.get('batch_size')} to one model without "
         f"restoring it, evaluating the records edited so far every {run.get('eval_every')} batches "

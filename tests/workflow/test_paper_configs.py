@@ -112,13 +112,13 @@ def test_one_config_per_model_and_one_benchmark_overlay():
         assert config["data"]["zsre_path"] == "data/zsre/zsre_mend_eval.json"  # MEND's split, as the papers
 
 
-@pytest.mark.parametrize("model", MODELS)
-def test_zsre_study_keeps_its_own_results_and_the_models_hyperparameters(model):
-    result = dry_run("--configfile", str(PAPER / f"{model}.yaml"), str(ZSRE), "--printshellcmds")
-    output = result.stdout + result.stderr
-    assert result.returncode == 0, output
-    assert f"results/{model}-zsre/edit/nse/main/seed~0/metrics.json" in output
-    assert f"results/{model}/" not in output  # the CounterFact study's folder is not touched
+def test_each_study_keeps_its_own_results_and_the_models_hyperparameters(paper_dry_run):
+    config, output = paper_dry_run
+    model, name = config["model"]["name"], results_name(config)
+    assert name == (f"{model}-zsre" if config["data"]["source"] == "zsre" else model)
+    assert f"results/{name}/edit/nse/main/seed~0/metrics.json" in output
+    folders = set(re.findall(r"results/([^/\s]+)/", output))
+    assert folders == {name}, folders  # a ZsRE study leaves the CounterFact study's folder alone
     assert set(re.findall(r"--hparams-model (\S+)", output)) == {model}, output[-3000:]
 
 

@@ -121,9 +121,8 @@ def ensure_slurm_installed() -> dict[str, str]:
         text = SYSTEM_CONF.read_text(errors="replace")
         if not text.startswith(CONF_MARKER):
             unavailable(f"{SYSTEM_CONF} belongs to another Slurm setup; the test cluster would replace it")
-        owner = re.search(r"^# owner pid (\d+)$", text, re.M)
-        if owner and int(owner[1]) != os.getpid() and process_alive(int(owner[1])):
-            unavailable(f"another test cluster is running (test process {owner[1]}, {SYSTEM_CONF})")
+        if owner := other_owner_running(text):
+            unavailable(f"another test cluster is running (test process {owner}, {SYSTEM_CONF})")
         # Left behind by a test process that is gone (killed before its teardown): its daemons
         # outlive it, being daemons, and are ended here.
         stop_stale_cluster(text)
@@ -132,6 +131,32 @@ def ensure_slurm_installed() -> dict[str, str]:
     if missing:
         unavailable(f"programs missing after installing slurm-wlm and munge: {', '.join(missing)}")
     return paths
+
+
+def process_start(pid: int) -> int | None:
+    """When `pid` started (clock ticks after boot, /proc/<pid>/stat), so that a pid reused by
+    another process is not taken for the one recorded; None when it is not running."""
+    if not process_alive(pid):
+        return None
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+    return int(stat.rsplit(")", 1)[1].split()[19])  # field 22; the command name may hold spaces
+
+
+def owner_line() -> str:
+    """The configuration's line naming this test process, the cluster's owner."""
+    return f"# owner pid {os.getpid()} started {process_start(os.getpid())}"
+
+
+def other_owner_running(conf_text: str) -> int | None:
+    """The pid of the test process that owns the configuration's cluster when it is another process
+    and still runs (the same pid with the same start time); None otherwise."""
+    owner = re.search(r"^# owner pid (\d+) started (\d+)$", conf_text, re.M)
+    if owner and int(owner[1]) != os.getpid() and process_start(int(owner[1])) == int(owner[2]):
+        return int(owner[1])
+    return None
 
 
 def stop_stale_cluster(conf_text: str) -> list[int]:
@@ -301,7 +326,7 @@ class SlurmCluster:
             self.node_line(),
             f"PartitionName={PARTITION} Nodes={self.node} Default=NO MaxTime=INFINITE State=UP",
         ]
-        text = CONF_MARKER + f"\n# owner pid {os.getpid()}\n" + "\n".join(lines) + "\n"
+        text = CONF_MARKER + "\n" + owner_line() + "\n" + "\n".join(lines) + "\n"
         self.conf.write_text(text)
         SYSTEM_CONF.parent.mkdir(parents=True, exist_ok=True)
         SYSTEM_CONF.write_text(text)
@@ -556,7 +581,7 @@ def test_a_cluster_left_by_a_killed_test_process_is_ended(tmp_path):
         files = [tmp_path / "slurmd.pid", tmp_path / "slurmctld.pid", tmp_path / "munge" / "munged.pid"]
         for proc, pid_file in zip(daemons, files):
             pid_file.write_text(f"{proc.pid}\n")
-        text = (f"{CONF_MARKER}\n# owner pid 999999999\nSlurmdPidFile={files[0]}\nSlurmctldPidFile={files[1]}\n"
+        text = (f"{CONF_MARKER}\n# owner pid 999999999 started 1\nSlurmdPidFile={files[0]}\nSlurmctldPidFile={files[1]}\n"
                 f"AuthInfo=socket={tmp_path / 'munge' / 'munge.socket'}\n")
         ended = stop_stale_cluster(text)
         assert sorted(ended) == sorted(p.pid for p in daemons)
@@ -567,3 +592,19 @@ def test_a_cluster_left_by_a_killed_test_process_is_ended(tmp_path):
         for proc in (*daemons, bystander):
             proc.kill()
             proc.wait()
+
+
+def test_a_cluster_is_refused_only_while_another_live_owner_holds_it():
+    own = owner_line()
+    assert own == f"# owner pid {os.getpid()} started {process_start(os.getpid())}"
+    assert other_owner_running(own) is None  # this process's own cluster is no other owner's
+    other = subprocess.Popen(["sleep", "600"], start_new_session=True)
+    try:
+        started = process_start(other.pid)
+        assert other_owner_running(f"# owner pid {other.pid} started {started}") == other.pid
+        # the same pid with another start time: the owner is gone and its pid was reused
+        assert other_owner_running(f"# owner pid {other.pid} started {started + 1}") is None
+    finally:
+        other.kill()
+        other.wait()
+    assert other_owner_running(f"# owner pid {other.pid} started {started}") is None  # gone

@@ -83,6 +83,34 @@ def test_logprob_gain_matches_a_direct_computation_and_is_chunk_invariant(tiny_m
     assert big.abs().max() > 1e3 * 1e-5  # the real gains are far above that rounding
 
 
+def test_logprob_gain_equals_the_sub_value_read_through_the_model_for_every_pair(tiny_model, tiny_tokenizer):
+    """Every (prompt, neuron) score against the definition, one amplified sub-value at a time:
+    h_j + λ a_ji w_i through the frozen final norm and the unembedding (GPT-2's LayerNorm with its
+    bias and the head without one, GPT-J's head bias, Llama's RMSNorm). float32 log-probabilities of
+    size ~log(vocab) agree to ~1e-6; the tolerance is 1e-4 relative, 1e-5 absolute."""
+    spec = spec_for(tiny_model)
+    head, norm = tiny_model.get_submodule(spec.lm_head), tiny_model.get_submodule(spec.final_norm)
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad():  # initialised at scale 1 and bias 0, where a dropped term would not show
+        for p in [norm.weight, getattr(norm, "bias", None), getattr(head, "bias", None)]:
+            if p is not None:
+                p.add_(torch.randn(p.shape, generator=g) * 0.5)
+    trace = trace_neurons(tiny_model, tiny_tokenizer, spec, TINY_LAYERS, TEXTS)
+    y = trace.logits.argmax(-1)
+    bias = head.bias if getattr(head, "bias", None) is not None else 0
+    f = frozen_final_norm(tiny_model.get_submodule(spec.final_norm), trace.final)
+    for layer in TINY_LAYERS:
+        gain = neuron_logprob_gain(tiny_model, spec, trace, layer, y, amplification=30.0, chunk_elements=5000)
+        h, a, w = trace.residual[layer], trace.activations[layer], spec.out_weight(tiny_model, layer).float()
+        v = h[:, None, :] + 30.0 * a[:, :, None] * w.T[None]  # (J, d_ff, d) each neuron's shifted residual
+        lp = torch.log_softmax(f(v) @ head.weight.T + bias, -1)  # (J, d_ff, V)
+        lp_h = torch.log_softmax(f(h) @ head.weight.T + bias, -1)  # (J, V)
+        rows = torch.arange(len(TEXTS))
+        expected = lp[rows, :, y].clamp(-18.420680743952367, 0) - lp_h[rows, y][:, None].clamp(-18.420680743952367, 0)
+        torch.testing.assert_close(gain, expected, rtol=1e-4, atol=1e-5)
+        assert (gain > 0).any() and (gain < 0).any()  # neurons that raise y and neurons that lower it
+
+
 def test_entropy_mask_union_and_ratios():
     g = torch.Generator().manual_seed(0)
     scores = torch.randn(6, 200, generator=g) * 0.01

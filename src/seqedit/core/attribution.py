@@ -75,14 +75,15 @@ def expand_columns(sub: torch.Tensor, neurons: torch.Tensor, d_ff: int, dtype=No
 # --------------------------------------------------------------------------------------------
 # NMKE: log-probability gain of each neuron's sub-value
 # --------------------------------------------------------------------------------------------
-def frozen_final_norm(norm: nn.Module, h_final: torch.Tensor):
-    """The final norm as an affine map with its scale frozen at the model's own final state.
+def frozen_norm_parts(norm: nn.Module, h_final: torch.Tensor):
+    """The final norm with its scale frozen, as parts of an affine map: (scale (J,), lin, bias).
 
     h_final: (J, d) input of the final norm (last block output) at each prompt's last token.
-    Returns f(v) for v (J, ..., d): LayerNorm → (v − mean(v)) / σ_j · g + b with
-    σ_j = sqrt(Var(h_final_j) + eps); RMSNorm → v / rms_j · g with rms_j = sqrt(mean(h_final_j²) + eps).
-    Decided by the module type (nn.LayerNorm is centred), never by a model name. The bias is
-    included (the NMKE code drops ln_f's bias for GPT-2; the model does add it).
+    f_j(v) = lin(v) / scale_j + bias, with lin linear and shared by every prompt:
+    LayerNorm → lin(v) = (v − mean(v)) · g, scale_j = sqrt(Var(h_final_j) + eps);
+    RMSNorm → lin(v) = v · g, scale_j = sqrt(mean(h_final_j²) + eps). Decided by the module type
+    (nn.LayerNorm is centred), never by a model name. The bias is included (the NMKE code drops
+    ln_f's bias for GPT-2; the model does add it); None for RMSNorm.
     """
     h = h_final.float()
     weight = norm.weight.float()
@@ -95,11 +96,19 @@ def frozen_final_norm(norm: nn.Module, h_final: torch.Tensor):
         eps = getattr(norm, "variance_epsilon", getattr(norm, "eps", 1e-6))
         scale = torch.sqrt(h.pow(2).mean(-1) + eps)  # (J,)
 
+    def lin(v: torch.Tensor) -> torch.Tensor:
+        return (v - v.mean(-1, keepdim=True) if centred else v) * weight
+
+    return scale, lin, bias
+
+
+def frozen_final_norm(norm: nn.Module, h_final: torch.Tensor):
+    """f(v) for v (J, ..., d): the final norm as an affine map with its scale frozen at the
+    model's own final state h_final (J, d) (see `frozen_norm_parts`)."""
+    scale, lin, bias = frozen_norm_parts(norm, h_final)
+
     def f(v: torch.Tensor) -> torch.Tensor:
-        s = scale.view(-1, *([1] * (v.ndim - 1)))  # (J, 1, ..., 1)
-        if centred:
-            v = v - v.mean(-1, keepdim=True)
-        out = v / s * weight
+        out = lin(v) / scale.view(-1, *([1] * (v.ndim - 1)))  # (J, 1, ..., 1) scale
         return out if bias is None else out + bias
 
     return f
@@ -175,18 +184,24 @@ def neuron_logprob_gain(
     h_j = trace.residual[layer][j] (the residual before this FFN adds its output), a_ji the
     activation of neuron i (trace.activations), w_i = W_out[:, i], λ = `amplification`,
     f(v) = softmax(W_U · norm(v) + b_U) with the final norm's scale frozen at the prompt's own
-    final state (`frozen_final_norm`), y_j = target_ids[j]. As in the NMKE code, the
+    final state (`frozen_norm_parts`), y_j = target_ids[j]. As in the NMKE code, the
     probabilities are clamped to [1e-8, 1 − 1e-8] before the log and non-finite scores set to 0.
 
-    The logits of every (prompt, neuron) pair are never held at once: prompts and neurons
-    are processed in chunks of at most ~`chunk_elements` logits (J_c × n_c × vocab), so the
-    peak memory does not grow with d_ff × vocab.
+    The frozen norm is affine, so the logits of h_j + λ a_ji w_i are the logits of h_j plus
+    (λ a_ji / scale_j) · G_i, with G_i = W_U · lin(w_i) one vocabulary-sized direction per neuron,
+    shared by every prompt. That turns the J × d_ff matrix-vector products through the
+    unembedding (J·d_ff·V·d multiply-adds) into one product G = W_U · lin(W_out) (d_ff·V·d) and
+    a scaled addition per (prompt, neuron) pair before the log-softmax (J·d_ff·V).
+
+    At most ~`chunk_elements` logits are held at once (G in blocks of neurons, the
+    (prompt, neuron, vocabulary) logits in tiles of at most `_TILE` elements, which stay in
+    cache), so the peak memory does not grow with d_ff × vocab.
     """
     w_out = spec.out_weight(model, layer).float()  # (d, d_ff)
     head = model.get_submodule(spec.lm_head)
     w_u = head.weight.float()  # (V, d)
     b_u = None if getattr(head, "bias", None) is None else head.bias.float()  # (V,)
-    norm = model.get_submodule(spec.final_norm)
+    scale, lin, norm_bias = frozen_norm_parts(model.get_submodule(spec.final_norm), trace.final)
     h = trace.residual[layer]  # (J, d)
     a = trace.activations[layer]  # (J, d_ff)
     y = target_ids.to(h.device).long()  # (J,)
@@ -194,25 +209,36 @@ def neuron_logprob_gain(
     vocab = w_u.shape[0]
     lo, hi = math.log(1e-8), math.log1p(-1e-8)
 
-    def logp_at(v, f, yy):  # v (Jc, n, d) -> log f(v)[y] (Jc, n)
-        logits = f(v) @ w_u.T  # (Jc, n, V)
-        if b_u is not None:
-            logits = logits + b_u
-        lp = torch.log_softmax(logits, -1)  # (Jc, n, V)
-        idx = yy.view(-1, 1, 1).expand(-1, v.shape[1], 1)  # (Jc, n, 1)
-        return lp.gather(-1, idx).squeeze(-1).clamp(lo, hi)  # (Jc, n)
+    base = lin(h) / scale[:, None]  # (J, d) f(h_j)
+    if norm_bias is not None:
+        base = base + norm_bias
+    base = base @ w_u.T  # (J, V) logits of h_j
+    if b_u is not None:
+        base = base + b_u
+    rows = torch.arange(J, device=h.device)
+    base_y = base[rows, y]  # (J,)
+    base_lp = (base_y - torch.logsumexp(base, -1)).clamp(lo, hi)  # (J,)
+    coef = amplification * a / scale[:, None]  # (J, d_ff) the shift of each pair along G_i
 
     scores = torch.empty(J, d_ff, device=h.device)
-    jc = max(1, min(J, chunk_elements // vocab))
-    for js in range(0, J, jc):
-        jj = slice(js, js + jc)
-        f = frozen_final_norm(norm, trace.final[jj])
-        base = logp_at(h[jj, None, :], f, y[jj])  # (Jc, 1)
-        nc = max(1, chunk_elements // (h[jj].shape[0] * vocab))
-        for s in range(0, d_ff, nc):
-            sub = amplification * a[jj, s : s + nc, None] * w_out[:, s : s + nc].T  # (Jc, n, d) sub-values
-            scores[jj, s : s + nc] = logp_at(h[jj, None, :] + sub, f, y[jj]) - base  # (Jc, n)
+    pairs = max(1, min(chunk_elements, _TILE) // vocab)  # (prompt, neuron) pairs per tile
+    block = max(1, min(d_ff, chunk_elements // vocab))  # neurons whose G rows are held at once
+    for s in range(0, d_ff, block):
+        g = lin(w_out[:, s : s + block].T) @ w_u.T  # (n, V) G_i of this block
+        n = g.shape[0]
+        g_y = g[:, y].T  # (J, n) G_i[y_j]
+        nc = min(n, pairs)
+        jc = max(1, pairs // nc)
+        for ns in range(0, n, nc):
+            for js in range(0, J, jc):
+                c = coef[js : js + jc, s + ns : s + ns + nc]  # (jc, nc)
+                logits = torch.addcmul(base[js : js + jc, None, :], c[:, :, None], g[None, ns : ns + nc])  # (jc, nc, V)
+                lp_y = base_y[js : js + jc, None] + c * g_y[js : js + jc, ns : ns + nc] - torch.logsumexp(logits, -1)
+                scores[js : js + jc, s + ns : s + ns + nc] = lp_y.clamp(lo, hi) - base_lp[js : js + jc, None]
     return torch.nan_to_num(scores, nan=0.0, posinf=0.0, neginf=0.0)
+
+
+_TILE = 1 << 18  # logits per step of the log-softmax (1 MiB in float32: one cache-sized pass)
 
 
 # --------------------------------------------------------------------------------------------

@@ -209,10 +209,11 @@ def assert_toy_edits_stay_local(edited: dict):
 
 
 # Fixtures that cost minutes: every test that uses one runs on the same xdist worker, so each is
-# built once per run rather than once per worker. The Slurm cluster joins the toy run's group, since
-# its tests compare against the local toy run (and two test clusters cannot run at once).
-XDIST_GROUPS = {"toy_run": "toy_run", "slurm_cluster": "toy_run", "slurm_run": "toy_run",
-                "toy_testbed": "toy_testbed"}
+# built once per run rather than once per worker. The Slurm cluster has a group of its own (one test
+# cluster at a time), checked first: its comparison with the local toy run reads `toy_run`, which is
+# built once for all workers (tests/workflow/conftest.py), so the Slurm run goes on beside the local
+# run rather than after it.
+XDIST_GROUPS = {"slurm_cluster": "slurm", "slurm_run": "slurm", "toy_run": "toy_run", "toy_testbed": "toy_testbed"}
 
 
 @pytest.hookimpl(tryfirst=True)  # before xdist's own hook, which reads the xdist_group marks

@@ -1,12 +1,16 @@
 """Fixtures of the workflow tests: a copy of the repository to run the workflow in, and the toy
-workflow (.test/config_basic) run locally once per session.
+workflow (.test/config_basic) run locally once per test run.
 
 `toy_run` is shared by every module that needs the local run's results (the end-to-end checks,
-and the Slurm run, which must reproduce them), so the toy workflow runs locally only once.
+and the Slurm run, which must reproduce them), so the toy workflow runs locally only once: under
+pytest-xdist its folder lies in the run's common temporary folder, and the first worker that asks
+for it builds it under a file lock while any other waits and then reads it. That lets the Slurm
+run (its own worker) go on beside the local run instead of after it.
 """
 
 from __future__ import annotations
 
+import fcntl
 import os
 import shutil
 import subprocess
@@ -53,12 +57,25 @@ def workflow_copy(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
-def toy_run(workflow_copy):
-    """A copy of the repository in which the toy workflow ran locally (2 cores) to the end."""
-    work = workflow_copy("toy_workflow")
-    proc = subprocess.run(
-        [sys.executable, "-m", "snakemake", "--cores", "2", "--configfile", TOY_CONFIG],
-        cwd=work, env=workflow_env(), capture_output=True, text=True, timeout=1500,
-    )
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:] + run_logs(work)
+def toy_run(tmp_path_factory, worker_id):
+    """A copy of the repository in which the toy workflow ran locally (2 cores) to the end, built
+    once per test run: in the temporary folder all xdist workers share, under a file lock. A
+    failed build is recorded there, so a second worker fails with the same message at once."""
+    base = tmp_path_factory.getbasetemp()
+    shared = base if worker_id == "master" else base.parent  # pytest-N/ above the workers' popen-gwK/
+    work, done, failed = shared / "toy_workflow", shared / "toy_workflow.done", shared / "toy_workflow.failed"
+    with open(shared / "toy_workflow.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+        if not done.exists() and not failed.exists():
+            copy_workflow(work)
+            proc = subprocess.run(
+                [sys.executable, "-m", "snakemake", "--cores", "2", "--configfile", TOY_CONFIG],
+                cwd=work, env=workflow_env(), capture_output=True, text=True, timeout=1500,
+            )
+            if proc.returncode == 0:
+                done.touch()
+            else:
+                failed.write_text(proc.stdout[-3000:] + proc.stderr[-5000:] + run_logs(work))
+    if failed.exists():
+        pytest.fail(f"the local toy run failed:\n{failed.read_text()}", pytrace=False)
     return work

@@ -57,7 +57,7 @@ def test_overlays_set_only_what_differs_from_their_base():
     assert gpu["run"]["n_edits"] == 2000 and gpu["run"]["batch_size"] == 100
     assert merged([DEFAULT_CONFIG, *OVERLAYS["zsre"]])["data"]["source"] == "zsre"
     # the headline comparison of the papers (plain MEMIT, AlphaEdit, NSE), one seed, no ablations
-    assert quick["methods"] == ["memit", "alphaedit", "nse"] and quick["seeds"] == [0]
+    assert quick["methods"] == ["memit", "alphaedit", "nse", "nmke"] and quick["seeds"] == [0]
     assert quick["ablations"] == [] and quick["controls"] == []
 
 

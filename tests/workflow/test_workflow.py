@@ -8,10 +8,12 @@ need the `seqedit` CLI. Subprocesses get the running interpreter's bin folder fi
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import nbformat
@@ -40,8 +42,34 @@ def snakemake(*args: str) -> subprocess.CompletedProcess:
 
 
 def dry_run(*args: str) -> subprocess.CompletedProcess:
-    # --nolock: dry runs from several test workers share the repository's .snakemake folder
-    return snakemake("-n", "--forceall", "--nolock", *args)
+    """`snakemake -n --forceall --nolock ARGS` in the repository, through Snakemake's command-line
+    entry point called in this process: the same parsing, profile, DAG and output as the command
+    (its stdout and stderr are captured at the file descriptors), without a new interpreter that
+    imports the workflow's libraries again for each of the suite's many dry runs. --nolock: dry
+    runs from several test workers share the repository's .snakemake folder."""
+    from snakemake.cli import main
+
+    argv = ["-n", "--forceall", "--nolock", *args]
+    cwd = os.getcwd()
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+        sys.stdout.flush(), sys.stderr.flush()
+        saved = os.dup(1), os.dup(2)
+        os.dup2(out.fileno(), 1), os.dup2(err.fileno(), 2)
+        try:
+            os.chdir(REPO)
+            with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+                try:
+                    main(argv)
+                    returncode = 0
+                except SystemExit as exit_:  # main() always ends in sys.exit
+                    returncode = exit_.code if isinstance(exit_.code, int) else 1
+        finally:
+            os.chdir(cwd)
+            sys.stdout.flush(), sys.stderr.flush()
+            os.dup2(saved[0], 1), os.dup2(saved[1], 2)
+            os.close(saved[0]), os.close(saved[1])
+        out.seek(0), err.seek(0)
+        return subprocess.CompletedProcess(["snakemake", *argv], returncode, out.read(), err.read())
 
 
 def job_counts(output: str) -> dict[str, int]:

@@ -210,19 +210,49 @@ def assert_toy_edits_stay_local(edited: dict):
 
 # Fixtures that cost minutes: every test that uses one runs on the same xdist worker, so each is
 # built once per run rather than once per worker. The Slurm cluster has a group of its own (one test
-# cluster at a time), checked first: its comparison with the local toy run reads `toy_run`, which is
-# built once for all workers (tests/workflow/conftest.py), so the Slurm run goes on beside the local
-# run rather than after it.
+# cluster at a time), checked first, since its tests also use the workflow fixtures.
 XDIST_GROUPS = {"slurm_cluster": "slurm", "slurm_run": "slurm", "toy_run": "toy_run", "toy_testbed": "toy_testbed"}
+# The groups are the longest pieces of work: they are handed out first, in this order (the addopts
+# turn off xdist's own reordering by test count), so that none of them starts last on a worker that
+# has already run many short tests.
+GROUP_ORDER = ["slurm", "toy_run", "toy_testbed"]
+SLURM_TEST = REPO / "tests" / "workflow" / "test_slurm.py"
+
+
+def runs_slurm_test(config) -> bool:
+    """Whether this run collects the real-Slurm test and was asked to run it (SEQEDIT_SLURM_TEST=1)."""
+    if os.environ.get("SEQEDIT_SLURM_TEST") != "1":
+        return False
+    here = Path(config.invocation_params.dir)
+    paths = [a.split("::")[0] for a in config.args] or [str(REPO / p) for p in config.getini("testpaths")]
+    for path in paths:
+        path = (here / path).resolve()
+        if path == SLURM_TEST or path in SLURM_TEST.parents:
+            return True
+    return False
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_xdist_auto_num_workers(config):
+    """`-n auto`: one worker per CPU (xdist's count), and one more when the real-Slurm test runs:
+    its worker spends most of its minutes waiting on the scheduler's status checks, while the jobs
+    it submitted run in Slurm's own processes."""
+    if runs_slurm_test(config) and not os.environ.get("PYTEST_XDIST_AUTO_NUM_WORKERS"):
+        return len(os.sched_getaffinity(0)) + 1
+    return None
 
 
 @pytest.hookimpl(tryfirst=True)  # before xdist's own hook, which reads the xdist_group marks
 def pytest_collection_modifyitems(config, items):
+    groups = {}
     for item in items:
         used = getattr(item, "fixturenames", ())
         group = next((g for name, g in XDIST_GROUPS.items() if name in used), None)
         if group is not None:
             item.add_marker(pytest.mark.xdist_group(group))
+            groups[item] = group
+    rank = {group: i for i, group in enumerate(GROUP_ORDER)}
+    items.sort(key=lambda item: rank.get(groups.get(item), len(GROUP_ORDER)))  # stable within a rank
 
 
 UNGROUPED = pytest.StashKey[str]()

@@ -1,11 +1,11 @@
 """Fixtures of the workflow tests: a copy of the repository to run the workflow in, and the toy
 workflow (.test/config_basic) run locally once per test run.
 
-`toy_run` is shared by every module that needs the local run's results (the end-to-end checks,
-and the Slurm run, which must reproduce them), so the toy workflow runs locally only once: under
-pytest-xdist its folder lies in the run's common temporary folder, and the first worker that asks
-for it builds it under a file lock while any other waits and then reads it. That lets the Slurm
-run (its own worker) go on beside the local run instead of after it.
+`toy_run` is shared by every module that needs the local run's results (the end-to-end checks and
+the tuning grid), so the toy workflow runs locally only once: under pytest-xdist its folder lies in
+the run's common temporary folder, and the first worker that asks for it builds it under a file
+lock while any other waits and then reads it (its tests share one xdist group, so in a full run
+that is one worker; a run that selects them otherwise still builds it once).
 """
 
 from __future__ import annotations

@@ -27,8 +27,7 @@ def snakemake(cwd: Path, *args: str, timeout: int = 1500) -> subprocess.Complete
                           cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
 
 
-# `toy_run` (tests/workflow/conftest.py) runs the toy workflow once per session; the Slurm test
-# compares its own run against the same results.
+# `toy_run` (tests/workflow/conftest.py) runs the toy workflow once per session.
 
 
 def test_whole_dag_leaves_metrics_curve_and_figure(toy_run):

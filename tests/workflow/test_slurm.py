@@ -9,15 +9,18 @@ end. The Debian packages `slurm-wlm munge` are installed with apt-get when slurm
 
 The workflow then runs with `--profile profiles/slurm` and a test profile that only names the
 test partition (which is not the cluster's default, so a job reaches it only through the
-profile's `slurm_partition`) and shortens the plugin's first status wait. It runs every rule that
-goes to Slurm (data, testbed training and check, statistics, edit runs); the local rules after the
-edit runs (study collection, figures, report), which run on the submitting host under either
-executor and which the local toy run already checks, are left out (`--omit-from study_collect`).
-Checks: snakemake
-exits 0; every job that is not local was submitted to Slurm, and the cluster's job completion
-log, squeue and the per-job Slurm logs show each of those jobs COMPLETED with exit code 0 in the
-test partition under this run's name, and no other job under that name; and the results equal
-those of the local run of the same config (`toy_run`).
+profile's `slurm_partition`) and shortens the plugin's first status wait. It runs the toy workflow
+(.test/config_basic) shortened by SLURM_OVERLAY: a testbed of 40 training steps, knowledge-check
+thresholds 0, one seed. What is tested is the executor, not the editing: every rule that goes to
+Slurm runs (data, testbed training and check, statistics, the edit runs of every method and the
+ablation), in minutes of CPU fewer than the full toy run, which the local end-to-end tests check.
+The local rules after the edit runs (study collection, figures, report), which run on the
+submitting host under either executor and which the local toy run already checks, are left out
+(`--omit-from study_collect`). Checks: snakemake exits 0; every job that is not local was submitted
+to Slurm, and the cluster's job completion log, squeue and the per-job Slurm logs show each of
+those jobs COMPLETED with exit code 0 in the test partition under this run's name, and no other
+job under that name; and the results equal those of a local run (2 cores) of the same
+shortened config.
 
 One test cluster per machine at a time (they would share /etc/slurm/slurm.conf). The copy names
 the test process that owns the cluster: a cluster whose owner still runs is left alone (and the
@@ -68,6 +71,10 @@ MIN_JOB_AGE = 7200
 # run never uses; memory is not a consumable here (CR_Core) and not enforced (no cgroups).
 NODE_MEMORY_MB = 262144
 TOY_CONFIG = ".test/config_basic/config.yaml"
+# The toy config shortened for the Slurm run and its local replica: a barely trained testbed (so its
+# knowledge check passes at thresholds 0) and one seed; every rule and method of the toy DAG stays.
+SLURM_OVERLAY = {"seeds": [0], "testbed": {"steps": 40, "warmup_steps": 5},
+                 "knowledge_check": {"rewrite": 0.0, "paraphrase": 0.0, "neighborhood": 0.0}}
 BIN = Path(sys.executable).parent
 RUN_TIMEOUT = 2400  # seconds for the whole Slurm run of the toy workflow
 # Where srun inside a job looks for the configuration; written only with this marker.
@@ -430,11 +437,28 @@ def write_test_profile(work: Path) -> Path:
     return folder
 
 
+def workflow_args(work: Path) -> list[str]:
+    """The config of the Slurm run and of its local replica, written into `work`."""
+    (work / "slurm_overlay.yaml").write_text(yaml.safe_dump(SLURM_OVERLAY, sort_keys=False))
+    return ["--configfile", TOY_CONFIG, "slurm_overlay.yaml", "--omit-from", "study_collect"]
+
+
+@pytest.fixture(scope="module")
+def local_replica(workflow_copy):
+    """A copy of the repository in which the Slurm run's config ran locally (2 cores)."""
+    work = workflow_copy("toy_workflow_local")
+    proc = subprocess.run([sys.executable, "-m", "snakemake", "--cores", "2", *workflow_args(work)], cwd=work,
+                          env={**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"},
+                          capture_output=True, text=True, timeout=RUN_TIMEOUT)
+    assert proc.returncode == 0, tail(proc.stdout + proc.stderr, 6000) + "\n" + run_logs(work)
+    return work
+
+
 @pytest.fixture(scope="module")
 def slurm_run(slurm_cluster, workflow_copy):
     work = workflow_copy("toy_workflow_slurm")
     cmd = [sys.executable, "-m", "snakemake", "--profile", "profiles/slurm", "--profile", str(write_test_profile(work)),
-           "--configfile", TOY_CONFIG, "--omit-from", "study_collect"]
+           *workflow_args(work)]
     # This interpreter's bin folder first on PATH (seqedit, papermill); the jobs inherit it
     # (sbatch --export=ALL), and SLURM_CONF, through which sbatch, squeue and srun find the cluster.
     env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
@@ -566,14 +590,14 @@ def knowledge_check(work: Path) -> dict:
     return report
 
 
-def test_slurm_results_equal_the_local_run(slurm_run, toy_run):
+def test_slurm_results_equal_the_local_run(slurm_run, local_replica):
     assert slurm_run.returncode == 0, "the Slurm run failed (see test_toy_workflow_runs_through_slurm)"
-    local, slurm = edit_metrics(toy_run), edit_metrics(slurm_run.work)
-    assert local, f"the local run left no metrics.json under {toy_run / 'results/testbed/edit'}"
+    local, slurm = edit_metrics(local_replica), edit_metrics(slurm_run.work)
+    assert len(local) == 5, sorted(local)  # memit, memit_seq, nse, and the rewinding ablation's two arms
     assert sorted(slurm) == sorted(local)
     for run in local:
         assert slurm[run] == local[run], f"{run}: Slurm {slurm[run]} != local {local[run]}"
-    assert knowledge_check(slurm_run.work) == knowledge_check(toy_run)
+    assert knowledge_check(slurm_run.work) == knowledge_check(local_replica)
 
 
 def test_a_cluster_left_by_a_killed_test_process_is_ended(tmp_path):

@@ -210,7 +210,7 @@ def assert_toy_edits_stay_local(edited: dict):
 
 # Fixtures that cost minutes: every test that uses one runs on the same xdist worker, so each is
 # built once per run rather than once per worker. The Slurm cluster has a group of its own (one test
-# cluster at a time), checked first, since its tests also use the workflow fixtures.
+# cluster at a time).
 XDIST_GROUPS = {"slurm_cluster": "slurm", "slurm_run": "slurm", "toy_run": "toy_run", "toy_testbed": "toy_testbed"}
 # The groups are the longest pieces of work: they are handed out first, in this order (the addopts
 # turn off xdist's own reordering by test count), so that none of them starts last on a worker that
@@ -238,7 +238,8 @@ def pytest_xdist_auto_num_workers(config):
     its worker spends most of its minutes waiting on the scheduler's status checks, while the jobs
     it submitted run in Slurm's own processes."""
     if runs_slurm_test(config) and not os.environ.get("PYTEST_XDIST_AUTO_NUM_WORKERS"):
-        return len(os.sched_getaffinity(0)) + 1
+        cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+        return cpus + 1
     return None
 
 

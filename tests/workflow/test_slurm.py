@@ -52,6 +52,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from .conftest import run_logs, workflow_env
+
 ASKED = os.environ.get("SEQEDIT_SLURM_TEST") == "1"
 pytestmark = [
     pytest.mark.slow,
@@ -75,7 +77,6 @@ TOY_CONFIG = ".test/config_basic/config.yaml"
 # knowledge check passes at thresholds 0) and one seed; every rule and method of the toy DAG stays.
 SLURM_OVERLAY = {"seeds": [0], "testbed": {"steps": 40, "warmup_steps": 5},
                  "knowledge_check": {"rewrite": 0.0, "paraphrase": 0.0, "neighborhood": 0.0}}
-BIN = Path(sys.executable).parent
 RUN_TIMEOUT = 2400  # seconds for the whole Slurm run of the toy workflow
 # Where srun inside a job looks for the configuration; written only with this marker.
 SYSTEM_CONF = Path("/etc/slurm/slurm.conf")
@@ -106,11 +107,6 @@ def find_binary(name: str) -> str | None:
 
 def tail(text: str, n: int = 4000) -> str:
     return text[-n:]
-
-
-def run_logs(work: Path, limit: int = 3000) -> str:
-    """The tail of every rule log of a run, for failure messages."""
-    return "\n".join(f"--- {p}\n{p.read_text()[-limit:]}" for p in sorted((work / "logs").rglob("*.log")))
 
 
 def ensure_slurm_installed() -> dict[str, str]:
@@ -448,7 +444,7 @@ def local_replica(workflow_copy):
     """A copy of the repository in which the Slurm run's config ran locally (2 cores)."""
     work = workflow_copy("toy_workflow_local")
     proc = subprocess.run([sys.executable, "-m", "snakemake", "--cores", "2", *workflow_args(work)], cwd=work,
-                          env={**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"},
+                          env=workflow_env(),
                           capture_output=True, text=True, timeout=RUN_TIMEOUT)
     assert proc.returncode == 0, tail(proc.stdout + proc.stderr, 6000) + "\n" + run_logs(work)
     return work
@@ -461,8 +457,7 @@ def slurm_run(slurm_cluster, workflow_copy):
            *workflow_args(work)]
     # This interpreter's bin folder first on PATH (seqedit, papermill); the jobs inherit it
     # (sbatch --export=ALL), and SLURM_CONF, through which sbatch, squeue and srun find the cluster.
-    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
-           "SLURM_CONF": str(slurm_cluster.conf)}
+    env = workflow_env(SLURM_CONF=str(slurm_cluster.conf))
     log = work / "snakemake_slurm.out"
     start = time.monotonic()
     with open(log, "w") as out:

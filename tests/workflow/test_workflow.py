@@ -41,8 +41,8 @@ def snakemake(*args: str) -> subprocess.CompletedProcess:
     return run([sys.executable, "-m", "snakemake", *args])
 
 
-def dry_run(*args: str) -> subprocess.CompletedProcess:
-    """`snakemake -n --forceall --nolock ARGS` in the repository, through Snakemake's command-line
+def dry_run(*args: str, cwd: Path = REPO) -> subprocess.CompletedProcess:
+    """`snakemake -n --forceall --nolock ARGS` in `cwd` (the repository), through Snakemake's command-line
     entry point called in this process: the same parsing, profile, DAG and output as the command
     (its stdout and stderr are captured at the file descriptors), without a new interpreter that
     imports the workflow's libraries again for each of the suite's many dry runs. --nolock: dry
@@ -50,13 +50,13 @@ def dry_run(*args: str) -> subprocess.CompletedProcess:
     from snakemake.cli import main
 
     argv = ["-n", "--forceall", "--nolock", *args]
-    cwd = os.getcwd()
+    here = os.getcwd()
     with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
         sys.stdout.flush(), sys.stderr.flush()
         saved = os.dup(1), os.dup(2)
         os.dup2(out.fileno(), 1), os.dup2(err.fileno(), 2)
         try:
-            os.chdir(REPO)
+            os.chdir(cwd)
             with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
                 try:
                     main(argv)
@@ -64,7 +64,7 @@ def dry_run(*args: str) -> subprocess.CompletedProcess:
                 except SystemExit as exit_:  # main() always ends in sys.exit
                     returncode = exit_.code if isinstance(exit_.code, int) else 1
         finally:
-            os.chdir(cwd)
+            os.chdir(here)
             sys.stdout.flush(), sys.stderr.flush()
             os.dup2(saved[0], 1), os.dup2(saved[1], 2)
             os.close(saved[0]), os.close(saved[1])

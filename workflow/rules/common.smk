@@ -4,12 +4,14 @@
 
 import json
 import os
+import posixpath
 import re
 import shlex
 from pathlib import Path
 
 import yaml
 from snakemake.exceptions import WorkflowError
+from snakemake.sourcecache import LocalSourceFile
 from snakemake.utils import validate
 
 
@@ -716,14 +718,19 @@ FIGURES = {
 }
 
 
-# The workflow's own files (notebooks, captions) by their place beside this file, not by the working
-# directory, so that the workflow also runs as a Snakemake module from a local checkout.
-WORKFLOW_ROOT = Path(str(workflow.current_basedir)).resolve().parents[1]  # workflow/rules/ -> the repository
+# The workflow's own files (notebooks, captions) are found by their place beside this file, not by the
+# working directory: in a checkout (also as a local Snakemake module) the files themselves; when the
+# workflow is a module from a URL or a git host, local copies from Snakemake's source cache (the job
+# records keep the original location).
+OWN_BASEDIR = workflow.current_basedir  # workflow/rules/
 
 
 def own_file(*parts: str) -> str:
-    """Path of a file of the workflow's own (e.g. own_file("notebooks", "cost.ipynb"))."""
-    return str(WORKFLOW_ROOT.joinpath(*parts))
+    """Local path of a file of the workflow's own (e.g. own_file("notebooks", "cost.ipynb"))."""
+    relative = posixpath.join("..", "..", *parts)  # workflow/rules/ -> the repository (also in a URL)
+    if isinstance(OWN_BASEDIR, LocalSourceFile):
+        return os.path.normpath(os.path.join(OWN_BASEDIR.get_path_or_uri(secret_free=True), relative))
+    return workflow.source_path(relative)
 
 
 def caption_files():

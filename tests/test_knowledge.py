@@ -63,4 +63,5 @@ def test_untrained_model_fails_with_the_numbers(toy_world, tmp_path, capsys):
         main(["check-knowledge", "--config", str(cfg), "--model", str(tmp_path / "m"),
               "--records", str(toy_world / "counterfact.json"), "--kind", "counterfact", "--out", str(out)])
     assert "knowledge check FAILED" in str(exc.value) and "need 95%" in str(exc.value)
+    assert "testbed.steps" in str(exc.value) and "knowledge_check" in str(exc.value)  # what to change
     assert not out.exists()  # nothing written as if it were a result

@@ -125,7 +125,10 @@ def cmd_check_knowledge(args) -> None:
     write_json(args.out, result)
     if not result["passed"]:
         Path(args.out).unlink()
-        raise SystemExit(f"knowledge check failed: {result['message']}")
+        raise SystemExit(
+            f"knowledge check failed: {result['message']}; the model does not know enough of the facts to be "
+            "edited (a testbed: train it longer with testbed.steps; the thresholds are knowledge_check)"
+        )
 
 
 def cmd_stats(args) -> None:

@@ -17,10 +17,11 @@ import threading
 from pathlib import Path
 
 import pytest
-from .test_workflow import BASIC_CONFIG, REPO, dry_run, expected_counts, job_counts
 
-# What a remote deployment fetches: the workflow's Snakefile, rules, schema, report texts, notebooks.
-SERVED = ["Snakefile", "workflow", "notebooks"]
+from seqedit.report.build import FIGURE_ORDER
+
+from .conftest import copy_workflow
+from .test_workflow import BASIC_CONFIG, REPO, dry_run, expected_counts, job_counts
 
 
 class _Handler(http.server.SimpleHTTPRequestHandler):
@@ -37,13 +38,7 @@ class _Handler(http.server.SimpleHTTPRequestHandler):
 @pytest.fixture(scope="module")
 def remote(tmp_path_factory):
     """(URL of a served copy of the workflow, the list of paths requested from it)."""
-    root = tmp_path_factory.mktemp("served")
-    for name in SERVED:
-        source = REPO / name
-        if source.is_dir():
-            shutil.copytree(source, root / name, ignore=shutil.ignore_patterns("__pycache__"))
-        else:
-            shutil.copy2(source, root / name)
+    root = copy_workflow(tmp_path_factory.mktemp("served"))
     requested: list[str] = []
     handler = functools.partial(type("Handler", (_Handler,), {"requested": requested}), directory=str(root))
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
@@ -80,9 +75,7 @@ def test_a_remote_module_finds_its_notebooks_and_captions_through_the_source_cac
     # Each figure job reads its notebook from a local copy fetched from the URL: not from the
     # deployment folder (which has none) and not from this checkout.
     notebooks = re.findall(r"papermill (\S+) results/testbed/notebooks/(\w+)\.ipynb", result.stdout)
-    assert sorted(name for _, name in notebooks) == sorted(
-        ["edit_curves", "results_table", "ablations", "drift", "hidden_shift", "neurons", "cost"]
-    )
+    assert sorted(name for _, name in notebooks) == sorted(FIGURE_ORDER)
     for path, name in notebooks:
         assert path.endswith(f"notebooks/{name}.ipynb"), path
         assert not Path(path).is_relative_to(REPO) and not Path(path).is_relative_to(deployment), path

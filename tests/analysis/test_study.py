@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 from seqedit.analysis.ci import fmt_ci, mean_ci
-from seqedit.analysis.claims import checklist
+from seqedit.analysis.claims import checklist, compare
 from seqedit.analysis.collect import collect, write_study
 
 REPO = Path(__file__).resolve().parents[2]
@@ -111,6 +111,23 @@ def test_claims_are_paired_over_seeds(study):
     assert next(c for k, c in claims.items() if "AlphaEdit overall" in k)["verdict"] == "not tested"
     nmke = next(c for k, c in claims.items() if k.startswith("NMKE's sparse mask"))
     assert nmke["verdict"] == "not tested"  # AlphaEdit is not in this study
+
+
+def test_equal_differences_on_every_seed_are_marked_no_spread():
+    """A difference that is the same on every seed (one record of ten, say) gives a zero-width
+    t-interval: its verdict carries the sign but is marked, never a plain "holds"."""
+
+    def runs(values):
+        return [{"seed": s, "final": {"efficacy_gen": v}} for s, v in enumerate(values)]
+
+    up = compare(runs([90.0, 90.0, 90.0]), runs([80.0, 80.0, 80.0]), "efficacy_gen", "NSE", "MEMIT")
+    assert up["verdict"] == "holds (no spread)"
+    assert "difference +10.0" in up["measured"] and "zero-width" in up["measured"]
+    down = compare(runs([70.0, 70.0]), runs([80.0, 80.0]), "efficacy_gen", "NSE", "MEMIT")
+    assert down["verdict"] == "does not hold (no spread)"
+    assert compare(runs([80.0] * 3), runs([80.0] * 3), "efficacy_gen", "A", "B")["verdict"] == "inconclusive"
+    # any spread at all gives the ordinary t-interval verdict
+    assert compare(runs([90.0, 91.0, 90.0]), runs([80.0] * 3), "efficacy_gen", "A", "B")["verdict"] == "holds"
 
 
 def test_each_notebook_runs_and_writes_its_figures(study, tmp_path):

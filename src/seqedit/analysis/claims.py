@@ -5,6 +5,9 @@ for a given seed): the mean difference and its 95% interval over seeds. Verdicts
   holds          the interval lies above 0 (one seed: the difference is > 0; marked as such)
   does not hold  the interval lies below 0, or (one seed) the difference is < 0
   inconclusive   the interval contains 0
+  ... (no spread) every seed gave the same nonzero difference, so the t-interval has zero
+                 width and says nothing about the uncertainty (a difference of one record out
+                 of ten on each seed, say); the sign is reported, marked as such
   not tested     a method, control or ablation the claim needs is not in the study
 
 "MEMIT" in a claim is plain MEMIT (`memit`, the papers' MEMIT row), not MEMIT-seq. NMKE's claims
@@ -51,6 +54,9 @@ def compare(a_runs: list[dict], b_runs: list[dict], metric: str, a: str, b: str)
     if half is None:
         verdict = "holds (1 seed)" if diff > 0 else "does not hold (1 seed)"
         interval = ""
+    elif half == 0 and diff != 0:
+        verdict = "holds (no spread)" if diff > 0 else "does not hold (no spread)"
+        interval = ", the same on every seed (a zero-width interval)"
     else:
         verdict = "holds" if diff - half > 0 else "does not hold" if diff + half < 0 else "inconclusive"
         interval = f", 95% CI [{diff - half:+.1f}, {diff + half:+.1f}]"

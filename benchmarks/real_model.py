@@ -22,11 +22,13 @@ Peak memory is the process's peak RSS (`getrusage`) after the edit.
 Also printed: the z of the two modes compared (max relative row difference ‖z_f − z_r‖ / ‖z_r‖,
 and whether every request took the same number of steps), and FLOPs per request and step of the
 target optimisation, counted from the batch's real token counts and the model's weight shapes:
-- floor: what depends on δ, the positions from each prompt's subject-last token on through the
-  blocks above L, plus the unembedding at the target positions and the KL position; forward and
+- floor: what depends on δ and is read, the positions from each prompt's subject-last token
+  through its last read position (the KL prompts: that token only) through the blocks above L,
+  plus the unembedding at the target positions and the KL position; forward and
   backward (the weights are frozen, so the backward computes input gradients only, about the
   forward's cost);
-- fast: what the fast mode computes (the floor on the batch's padded suffix width);
+- fast: what the fast mode computes (the floor with each group of rows padded to its widest
+  row, attending to the group's padded prefix);
 - reference: the padded full forward of every position through every layer with the
   unembedding everywhere, and its backward from the logits down to block L+1.
 Per token and block a matmul costs 2 FLOPs per weight; attention adds 4·d per attended key.
@@ -121,6 +123,7 @@ def block_matmul_flops(model, spec) -> int:
 def target_flops(model, tok, spec, requests, templates, layer: int) -> dict:
     """FLOPs per request and step of the target optimisation: floor, fast mode, reference mode."""
     from seqedit.core.prompts import build_batch
+    from seqedit.core.targets import length_groups
     from seqedit.core.templates import fill_context, flatten
 
     prompts, subjects, targets = [], [], []
@@ -140,19 +143,23 @@ def target_flops(model, tok, spec, requests, templates, layer: int) -> dict:
     n_read = sum(len(t) for t in batch.target_ids) + len(requests)  # target positions + KL positions
     unembed = 2 * d * vocab
     width = max(batch.lengths)
-    suffix = max(n - p for n, p in zip(batch.lengths, batch.subject_idx))
+    # Slots a row needs: from p through its last read position (the KL rows: p only).
+    need = [max(t) - p + 1 if t else 1 for t, p in zip(batch.target_pos, batch.subject_idx)]
     floor = fast = 0
-    for n, p in zip(batch.lengths, batch.subject_idx):
-        keys = sum(t + 1 for t in range(p, n))  # causal: position t attends t + 1 keys
-        floor += above * ((n - p) * per_tok + 4 * d * keys)
-        fast += above * (suffix * per_tok + 4 * d * suffix * (max(batch.subject_idx) + suffix))
+    for k, p in zip(need, batch.subject_idx):
+        keys = sum(p + j + 1 for j in range(k))  # causal: slot j attends p + j + 1 keys
+        floor += above * (k * per_tok + 4 * d * keys)
+    for group in length_groups(need):  # the fast mode runs each group padded to its widest row
+        k = max(need[i] for i in group)
+        prefix = max(batch.subject_idx[i] for i in group)
+        fast += above * len(group) * (k * per_tok + 4 * d * k * (prefix + k))
     floor, fast = floor + n_read * unembed, fast + n_read * unembed
     rows = len(batch.lengths)
     ref_fwd = rows * width * (n_layers * (per_tok + 4 * d * width) + unembed)
     ref_bwd = rows * width * (above * (per_tok + 4 * d * width) + unembed)
     n = len(requests)
     return {
-        "rows": rows, "padded_width": width, "padded_suffix_width": suffix,
+        "rows": rows, "padded_width": width, "groups": len(length_groups(need)), "needed_slots": sum(need),
         "real_tokens": sum(batch.lengths), "suffix_tokens": sum(a - b for a, b in zip(batch.lengths, batch.subject_idx)),
         "read_positions": n_read, "layer": layer, "blocks_above": above,
         "gflop_per_request_step": {

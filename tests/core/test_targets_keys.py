@@ -3,7 +3,8 @@ import torch
 
 from seqedit.core.hooks import capture, stop_after
 from seqedit.core.keys import collect_keys, hidden_at_subject
-from seqedit.core.targets import TargetConfig, optimize_targets
+import seqedit.core.targets as targets_mod
+from seqedit.core.targets import TargetConfig, length_groups, optimize_targets
 from seqedit.core.templates import generate_context_templates
 from seqedit.data.records import EditRequest
 from seqedit.models.arch import spec_for
@@ -17,6 +18,8 @@ REQUESTS = [
 MIXED = REQUESTS + [
     EditRequest(3, "The capital of {} is", "Zorvia", "Mirel Astan works for Quandex", "Quell"),
     EditRequest(4, "Where was {} born? In", "Tessa Brink", "Quell", "Zorvia"),
+    # the subject last in a long prompt: the largest p, and a row no wider than its one target token
+    EditRequest(5, "Of all the lute players the best known is {}", "Orin Tallow", "Quell", "Zorvia"),
 ]
 
 
@@ -86,6 +89,51 @@ def test_fast_targets_equal_reference_targets(tiny_model, tiny_tokenizer, module
     name = spec.block_name(layer) if module == "block" else spec.mlp_name(layer)
     assert ((z_f - _plain_output(tiny_model, tiny_tokenizer, name, MIXED)).norm(dim=1) > 1e-3).all()
     assert all(p.grad is None for p in tiny_model.parameters())
+
+
+@pytest.mark.parametrize("grouping", ["one", "each", "default"])
+def test_fast_targets_do_not_depend_on_how_rows_are_grouped(tiny_model, tiny_tokenizer, monkeypatch, grouping):
+    """One padded group, one group per row, or the cost-optimal split: the same z as the reference."""
+    spec = spec_for(tiny_model)
+    templates = [["{}"], ["The one. {}", "A b c d e f. {}"]]
+    cfg = TargetConfig(layer=0, n_steps=6, lr=0.3)
+    z_r, log_r = optimize_targets(tiny_model, tiny_tokenizer, spec, MIXED, templates, cfg, mode="reference")
+    split = {"one": lambda w: [list(range(len(w)))], "each": lambda w: [[i] for i in reversed(range(len(w)))],
+             "default": length_groups}[grouping]
+    seen = []
+    monkeypatch.setattr(targets_mod, "length_groups", lambda w: seen.append(list(w)) or split(w))
+    z_f, log_f = optimize_targets(tiny_model, tiny_tokenizer, spec, MIXED, templates, cfg, mode="fast")
+    widths = seen[0]
+    assert len(widths) == len(MIXED) * 3 + len(MIXED) and widths[-len(MIXED):] == [1] * len(MIXED)
+    assert len(set(widths[: 3 * len(MIXED)])) > 1  # MIXED has prompts of several widths
+    assert ((z_f - z_r).norm(dim=1) / z_r.norm(dim=1)).max() < 1e-4
+    assert log_f["steps"] == log_r["steps"]
+
+
+def test_length_groups_minimise_padding_plus_overhead():
+    import itertools
+    import random
+
+    def cost(groups, widths, overhead):
+        return sum(len(g) * max(widths[i] for i in g) + overhead for g in groups)
+
+    rng = random.Random(0)
+    for _ in range(40):
+        widths = [rng.randint(1, 9) for _ in range(rng.randint(1, 9))]
+        overhead = rng.choice([0, 2, 8])
+        groups = length_groups(widths, max_groups=3, overhead=overhead)
+        assert sorted(i for g in groups for i in g) == list(range(len(widths)))  # a partition
+        assert len(groups) <= 3
+        # brute force over every cut of the width-sorted rows into at most 3 runs
+        order = sorted(range(len(widths)), key=lambda i: (widths[i], i))
+        best = min(
+            cost([order[a:b] for a, b in zip((0, *cuts), (*cuts, len(order)))], widths, overhead)
+            for k in range(3) for cuts in itertools.combinations(range(1, len(order)), k)
+        )
+        assert cost(groups, widths, overhead) == best
+    assert length_groups([3, 1, 3, 1], overhead=0) == [[1, 3], [0, 2]]
+    assert length_groups([3, 1, 3, 1], overhead=100) == [[1, 3, 0, 2]]
+    assert length_groups([]) == []
 
 
 def _plain_output(model, tok, name, requests):

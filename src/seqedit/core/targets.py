@@ -17,12 +17,13 @@ this equals per-request optimisation up to float rounding. The loss is read from
 final logits (the reference's v_loss_layer is the last layer for every model).
 
 Modes (all give the same z up to float rounding):
-- `"fast"` (default): computes only what depends on δ. One no-grad forward of the unedited
-  prompts records block L's output and, for every layer above L, the keys/values of the
-  positions before each prompt's subject-last token p. Each step then runs only the positions
-  ≥ p, starting from block L's output (+ δ at p), through the blocks above L, attending to the
-  cached prefix, and applies the final norm and unembedding only at the target positions and
-  the KL position. With `module="mlp"` (ROME) δ is added to the FFN output of block L; in a
+- `"fast"` (default): computes only what depends on δ and is read. One no-grad forward of the
+  unedited prompts records block L's output and, for every layer above L, the keys/values of
+  the positions before each prompt's subject-last token p. Each step then runs only the
+  positions from p through the row's last read position (the KL prompts: p alone), starting
+  from block L's output (+ δ at p), through the blocks above L, attending to the cached prefix,
+  and applies the final norm and unembedding only at the target positions and the KL position.
+  Rows run in groups of similar width (`length_groups`), each padded only to its own widest row. With `module="mlp"` (ROME) δ is added to the FFN output of block L; in a
   block that adds its FFN output to the residual stream as a plain sum (every layout in
   `models/arch.py`) that is the same as adding δ to block L's output, so the same path serves,
   with h_init read from the FFN output. A layout without that property falls back to
@@ -189,6 +190,36 @@ def _reference_forward(model, spec, cfg, batch, delta, idx) -> tuple[StepFn, dic
     return step, state
 
 
+def length_groups(widths: list[int], max_groups: int = 8, overhead: int = 8) -> list[list[int]]:
+    """Split rows into groups of similar width: each group is run padded to its own widest row.
+
+    Minimises Σ_g |g|·max width(g) + overhead·(number of groups) over contiguous runs of the rows
+    sorted by width (an exact dynamic programme, at most `max_groups` groups); `overhead` is the
+    cost of one more group in padded tokens. Returns row indices per group, narrowest first.
+    """
+    order = sorted(range(len(widths)), key=lambda i: (widths[i], i))
+    w = [widths[i] for i in order]
+    n, inf = len(w), float("inf")
+    # best[g][j]: cost of the first j sorted rows in g groups; the last group ends at row j - 1,
+    # so its width is w[j - 1].
+    best = [[inf] * (n + 1) for _ in range(max_groups + 1)]
+    cut = [[0] * (n + 1) for _ in range(max_groups + 1)]
+    best[0][0] = 0
+    for g in range(1, max_groups + 1):
+        for j in range(1, n + 1):
+            for i in range(g - 1, j):
+                c = best[g - 1][i] + (j - i) * w[j - 1] + overhead
+                if c < best[g][j]:
+                    best[g][j], cut[g][j] = c, i
+    g = min(range(1, max_groups + 1), key=lambda k: (best[k][n], k)) if n else 0
+    groups, j = [], n
+    while g > 0:
+        i = cut[g][j]
+        groups.append(order[i:j])
+        j, g = i, g - 1
+    return groups[::-1]
+
+
 def _fast_forward(model, spec, cfg, batch, delta, idx) -> tuple[StepFn, dict]:
     """Run the unedited prompts once; each step runs only positions ≥ p through the blocks above L."""
     rows, pos, own, n_rw, n_ctx = idx["rows"], idx["pos"], idx["own"], idx["n_rw"], idx["n_ctx"]
@@ -201,45 +232,68 @@ def _fast_forward(model, spec, cfg, batch, delta, idx) -> tuple[StepFn, dict]:
         model(input_ids=batch.input_ids, attention_mask=batch.attention_mask, past_key_values=cache, use_cache=True)
     h_l = seen[block_l]  # (B, T, d): block L's output, δ = 0
     h_init = seen[read[-1]][rows[:n_rw:n_ctx], pos[:n_rw:n_ctx]].clone()  # (n, d)
-
-    # Suffix j of row b is absolute position p_b + j; padded slots repeat the row's last token.
-    lengths = torch.tensor(batch.lengths, device=device)
-    n_prefix = int(pos.max())  # cached prefix width: positions 0 .. max p − 1
-    width = int((lengths - pos).max())
-    j = torch.arange(width, device=device)
-    at = torch.minimum(pos[:, None] + j, lengths[:, None] - 1)  # (B, S) absolute positions
-    h0 = h_l[rows[:, None], at]  # (B, S, d)
-    at_p = (j == 0).to(h0.dtype)[None, :, None]  # δ enters at suffix slot 0 (= p)
-    # Additive mask over [prefix slots, suffix slots]: prefix slot k is real for k < p_b;
-    # suffix slot k' is visible from slot j when k' ≤ j (causal).
-    k = torch.arange(n_prefix, device=device)
-    see_prefix = (k[None, :] < pos[:, None])[:, None, :].expand(-1, width, -1)  # (B, S, P)
-    see_suffix = (j[None, :] <= j[:, None])[None].expand(len(rows), -1, -1)  # (B, S, S)
-    allowed = torch.cat([see_prefix, see_suffix], dim=-1)[:, None]  # (B, 1, S, P + S)
-    mask = torch.zeros(allowed.shape, dtype=h0.dtype, device=device)
-    mask.masked_fill_(~allowed, torch.finfo(h0.dtype).min)
-    prefix = _PrefixCache({
-        l: tuple(t[:, :, :n_prefix].detach() for t in _cached_kv(cache, l)) for l in range(L + 1, n_layers)
-    })
+    kv = {l: tuple(t.detach() for t in _cached_kv(cache, l)) for l in range(L + 1, n_layers)}
     del cache, seen
 
-    # Read-out slots: every teacher-forced target position, then each KL row's slot 0.
+    # Read-out slots: every teacher-forced target position, then each KL row's slot 0. Suffix
+    # slot j of row b is absolute position p_b + j; a row needs its slots up to the last one
+    # read (the KL rows only slot 0), and the rows run in groups of similar width.
     kl_rows = rows[n_rw:]
     out_rows = torch.cat([idx["t_rows"], kl_rows])
     out_slot = torch.cat([idx["t_pos"] - pos[idx["t_rows"]], torch.zeros_like(kl_rows)])
+    need = torch.zeros(len(rows), dtype=torch.long, device=device).scatter_reduce(
+        0, out_rows, out_slot + 1, reduce="amax")
+    groups = []
+    for members in length_groups(need.tolist()):
+        g_rows = torch.tensor(members, device=device)
+        last = pos[g_rows] + need[g_rows] - 1  # each row's last needed position
+        groups.append(_group_inputs(h_l, kv, g_rows, pos[g_rows], last, out_rows, out_slot))
+    order = torch.cat([g["out"] for g in groups])
+    inverse = torch.empty_like(order)
+    inverse[order] = torch.arange(len(order), device=device)
     n_tok = len(idx["t_rows"])
     blocks = model.get_submodule(spec.blocks)
     final_norm, lm_head = model.get_submodule(spec.final_norm), model.get_submodule(spec.lm_head)
 
     def step():
-        h = h0 + at_p * delta[own].to(h0.dtype)[:, None, :]
-        for l in range(L + 1, n_layers):
-            h = _first(blocks[l](h, **spec.block_inputs(model, h, at, mask, prefix)))
-        logits = lm_head(final_norm(h[out_rows, out_slot]))  # (n_tok + n, vocab)
+        parts = []
+        for g in groups:
+            h = g["h0"] + g["at_p"] * delta[own[g["rows"]]].to(g["h0"].dtype)[:, None, :]
+            for l in range(L + 1, n_layers):
+                h = _first(blocks[l](h, **spec.block_inputs(model, h, g["at"], g["mask"], g["prefix"])))
+            parts.append(h[g["local"], g["slot"]])
+        logits = lm_head(final_norm(torch.cat(parts)[inverse]))  # (n_tok + n, vocab)
         logp = torch.log_softmax(logits.float(), dim=-1)
         return logp[torch.arange(n_tok, device=device), idx["t_ids"]], logp[n_tok:]
 
     return step, {"h_init": h_init}
+
+
+def _group_inputs(h_l, kv, g_rows, g_pos, last, out_rows, out_slot) -> dict:
+    """One group's constant inputs: block L's output at its suffix slots, absolute positions,
+    the additive mask over [cached prefix, suffix], the prefix cache, and its read-out slots."""
+    device = h_l.device
+    n_prefix = int(g_pos.max())  # the group's cached prefix width: positions 0 .. max p − 1
+    width = int((last - g_pos).max()) + 1
+    j = torch.arange(width, device=device)
+    # (B_g, S) absolute positions; a row's padding slots repeat its last needed position and,
+    # coming after its real slots, are seen by none of them.
+    at = torch.minimum(g_pos[:, None] + j, last[:, None])
+    h0 = h_l[g_rows[:, None], at]  # (B_g, S, d)
+    # Prefix slot k is real for k < p_b; suffix slot k' is visible from slot j when k' ≤ j.
+    k = torch.arange(n_prefix, device=device)
+    see_prefix = (k[None, :] < g_pos[:, None])[:, None, :].expand(-1, width, -1)  # (B_g, S, P)
+    see_suffix = (j[None, :] <= j[:, None])[None].expand(len(g_rows), -1, -1)  # (B_g, S, S)
+    allowed = torch.cat([see_prefix, see_suffix], dim=-1)[:, None]  # (B_g, 1, S, P + S)
+    mask = torch.zeros(allowed.shape, dtype=h0.dtype, device=device)
+    mask.masked_fill_(~allowed, torch.finfo(h0.dtype).min)
+    prefix = _PrefixCache({l: (kt[g_rows, :, :n_prefix], vt[g_rows, :, :n_prefix]) for l, (kt, vt) in kv.items()})
+    local = torch.full((int(out_rows.max()) + 1,), -1, dtype=torch.long, device=device)
+    local[g_rows] = torch.arange(len(g_rows), device=device)
+    out = torch.nonzero(local[out_rows] >= 0).flatten()  # read-outs of this group, in read-out order
+    return {"rows": g_rows, "h0": h0, "at": at, "mask": mask, "prefix": prefix,
+            "at_p": (j == 0).to(h0.dtype)[None, :, None],  # δ enters at suffix slot 0 (= p)
+            "local": local[out_rows[out]], "slot": out_slot[out], "out": out}
 
 
 def _optimize(cfg, n, n_ctx, delta, state: dict, step_logp: StepFn, t_rows, t_w) -> tuple[torch.Tensor, dict]:

@@ -23,6 +23,7 @@ OVERLAYS = {
     "zsre": [SMOLLM2, REPO / "config" / "smollm2-zsre.yaml"],
     "gpu": [SMOLLM2, REPO / "config" / "smollm2-gpu.yaml"],
     "quick": [SMOLLM2, REPO / "config" / "smollm2-quick.yaml"],
+    "long": [SMOLLM2, REPO / "config" / "smollm2-long.yaml"],
 }
 DATA_FILES = {  # data.source: (setting, the file under the shared data folder)
     "counterfact": ("counterfact_path", "counterfact/counterfact_subset_union.json"),
@@ -49,7 +50,7 @@ def test_overlays_set_only_what_differs_from_their_base():
     base = yaml.safe_load(SMOLLM2.read_text())
     assert base["model"]["name"] == "smollm2-135m" and base["hparams_model"] == "smollm2-135m"
     assert base["model_source"]["kind"] == "wheel" and base["stats"]["source"] == "generated"
-    for name in ("zsre", "gpu", "quick"):
+    for name in ("zsre", "gpu", "quick", "long"):
         overlay = yaml.safe_load(OVERLAYS[name][-1].read_text())
         assert "hparams_model" not in overlay and "model_source" not in overlay
         assert "name" not in overlay.get("model", {}) and overlay["tag"] == name  # results of their own
@@ -59,6 +60,12 @@ def test_overlays_set_only_what_differs_from_their_base():
     # the headline comparison of the papers (plain MEMIT, AlphaEdit, NSE), one seed, no ablations
     assert quick["methods"] == ["memit", "alphaedit", "nse", "nmke"] and quick["seeds"] == [0]
     assert quick["ablations"] == [] and quick["controls"] == []
+    # the papers' protocol (batches of 100) at the length a CPU affords, and the quick overlay's
+    # evaluation settings, so that both share the model, known records, trace and statistics
+    long = merged([DEFAULT_CONFIG, *OVERLAYS["long"]])
+    assert long["methods"] == ["memit", "alphaedit", "nse"] and long["seeds"] == [0]
+    assert long["run"]["batch_size"] == 100 and long["run"]["n_edits"] == 500
+    assert long["evaluation"] == quick["evaluation"] and long["stats"] == quick["stats"]
 
 
 def test_smollm2_dry_run_job_counts(smollm2_dry_run):

@@ -132,8 +132,12 @@ def test_length_groups_minimise_padding_plus_overhead():
         )
         assert cost(groups, widths, overhead) == best
     assert length_groups([3, 1, 3, 1], overhead=0) == [[1, 3], [0, 2]]
-    assert length_groups([3, 1, 3, 1], overhead=100) == [[1, 3, 0, 2]]
+    assert length_groups([3, 1, 3, 1], overhead=100) == [[0, 1, 2, 3]]
     assert length_groups([]) == []
+    # a long batch: the programme runs over the distinct widths, not the rows
+    widths = [rng.randint(1, 30) for _ in range(20000)]
+    groups = length_groups(widths)
+    assert sorted(i for g in groups for i in g) == list(range(len(widths))) and len(groups) <= 8
 
 
 def _plain_output(model, tok, name, requests):

@@ -193,31 +193,33 @@ def _reference_forward(model, spec, cfg, batch, delta, idx) -> tuple[StepFn, dic
 def length_groups(widths: list[int], max_groups: int = 8, overhead: int = 8) -> list[list[int]]:
     """Split rows into groups of similar width: each group is run padded to its own widest row.
 
-    Minimises Σ_g |g|·max width(g) + overhead·(number of groups) over contiguous runs of the rows
-    sorted by width (an exact dynamic programme, at most `max_groups` groups); `overhead` is the
-    cost of one more group in padded tokens. Returns row indices per group, narrowest first.
+    Minimises Σ_g |g|·max width(g) + overhead·(number of groups), at most `max_groups` groups;
+    `overhead` is the cost of one more group in padded tokens. Some optimal split puts rows of
+    equal width together and takes contiguous runs of the sorted distinct widths, so an exact
+    dynamic programme over the distinct widths finds it. Returns row indices per group,
+    narrowest first, each in row order.
     """
-    order = sorted(range(len(widths)), key=lambda i: (widths[i], i))
-    w = [widths[i] for i in order]
-    n, inf = len(w), float("inf")
-    # best[g][j]: cost of the first j sorted rows in g groups; the last group ends at row j - 1,
-    # so its width is w[j - 1].
-    best = [[inf] * (n + 1) for _ in range(max_groups + 1)]
-    cut = [[0] * (n + 1) for _ in range(max_groups + 1)]
+    distinct = sorted(set(widths))
+    count = [sum(1 for w in widths if w == v) for v in distinct]
+    u, inf = len(distinct), float("inf")
+    # best[g][j]: cost of the j narrowest widths in g groups, the last group ending at width j - 1.
+    best = [[inf] * (u + 1) for _ in range(max_groups + 1)]
+    cut = [[0] * (u + 1) for _ in range(max_groups + 1)]
     best[0][0] = 0
     for g in range(1, max_groups + 1):
-        for j in range(1, n + 1):
-            for i in range(g - 1, j):
-                c = best[g - 1][i] + (j - i) * w[j - 1] + overhead
+        for j in range(1, u + 1):
+            rows = 0
+            for i in range(j - 1, g - 2, -1):  # the last group holds widths i .. j - 1
+                rows += count[i]
+                c = best[g - 1][i] + rows * distinct[j - 1] + overhead
                 if c < best[g][j]:
                     best[g][j], cut[g][j] = c, i
-    g = min(range(1, max_groups + 1), key=lambda k: (best[k][n], k)) if n else 0
-    groups, j = [], n
+    g = min(range(1, max_groups + 1), key=lambda k: (best[k][u], k)) if u else 0
+    bounds, j = [], u
     while g > 0:
-        i = cut[g][j]
-        groups.append(order[i:j])
-        j, g = i, g - 1
-    return groups[::-1]
+        bounds.append((cut[g][j], j))
+        j, g = cut[g][j], g - 1
+    return [[r for r, w in enumerate(widths) if distinct[i] <= w <= distinct[j - 1]] for i, j in bounds[::-1]]
 
 
 def _fast_forward(model, spec, cfg, batch, delta, idx) -> tuple[StepFn, dict]:

@@ -10,7 +10,9 @@ records a CounterFact file of the ROME schema. For every method (default MEMIT, 
 NMKE) and every target mode (`fast`, the default of `optimize_targets`, and `reference`, the full
 forward/backward of every prompt per step), a fresh process loads the unedited model, builds the
 editor with `config/hparams/<method>/<hparams>.yaml` (`target_mode` and `v_loss_layer`
-overridden) and edits the first `--batch` requests of the seed's edit stream once. Only
+overridden where the method has them; FT-L, KN and KNE optimise no target vectors, run as their
+files say, and are the same in either mode) and edits the first `--batch` requests of the
+seed's edit stream once. Only
 `edit_batch` is timed, split by wrapping the library functions it calls (exclusive time, nested
 calls counted once):
 - targets: `optimize_targets`;
@@ -177,11 +179,18 @@ def make_inputs(args) -> common.Inputs:
                          threads=args.threads, seed=args.seed)
 
 
-def overrides(args, mode: str) -> dict:
+def overrides(args, method: str, mode: str) -> dict:
+    """The target settings this run overrides, for the methods that optimise target vectors
+    (FT-L, KN and KNE have none, and run as their files say)."""
+    from dataclasses import fields
+
+    from seqedit.registry import get_method
+
     out = {"target_mode": mode, "v_loss_layer": args.v_loss_layer}
     if args.steps is not None:
         out["v_num_grad_steps"] = args.steps
-    return out
+    known = {f.name for f in fields(get_method(method)[0])}
+    return {k: v for k, v in out.items() if k in known}
 
 
 def measure(args) -> dict:
@@ -196,8 +205,9 @@ def measure(args) -> dict:
     stats = LayerStats.load(args.stats_file)
     model, tok, spec = common.load(inputs)
     t0 = time.perf_counter()
-    editor = common.make_editor(args.worker, inputs, model, tok, spec, stats, **overrides(args, args.mode))
-    templates = editor.context_templates()  # sampled here, so their cost is not part of the edit
+    editor = common.make_editor(args.worker, inputs, model, tok, spec, stats, **overrides(args, args.worker, args.mode))
+    optimises_targets = hasattr(editor.config, "target_config")  # not FT-L, KN, KNE
+    templates = editor.context_templates() if optimises_targets else None  # sampled before the timed edit
     setup_s = time.perf_counter() - t0
     rss_before = common.peak_rss_mb()
     t0 = time.perf_counter()
@@ -216,7 +226,7 @@ def measure(args) -> dict:
     }
     if timer.first_z is not None and args.z_file:
         torch.save(timer.first_z, args.z_file)
-    if args.mode == "fast":
+    if args.mode == "fast" and optimises_targets:
         result["flops"] = target_flops(model, tok, spec, requests, templates, editor.config.target_config().layer)
     return result
 
@@ -336,7 +346,7 @@ def main(argv=None) -> None:
         raise SystemExit(f"real_model: unknown method or mode {bad}")
     ref_methods = methods if args.reference_methods is None else args.reference_methods.split(",")
     inputs = make_inputs(args)
-    layers = sorted({l for m in methods for l in common.hparams(m, inputs).layers})
+    layers = sorted({l for m in methods for l in (common.hparams(m, inputs).layers or [])})  # KN: null = all
     m0 = common.machine()
     print(f"real_model: {args.model}, batch {args.batch}, hparams {args.hparams}; {common.machine_line(m0)}", flush=True)
     with tempfile.TemporaryDirectory() as tmp:
@@ -359,19 +369,22 @@ def main(argv=None) -> None:
                       f"keys {s['keys']:.1f}, solve {s['solve']:.1f}, rest {s['rest']:.1f})  "
                       f"peak RSS {r['peak_rss_mb']:.0f} MiB", flush=True)
                 rows.append(r)
-                write(args, m0, stats_info, rows, [], None, [])  # partial results survive an interrupted run
+                write(args, m0, stats_info, rows, [], {}, [])  # partial results survive an interrupted run
         comparison = compare(rows, z_files)
-    flops = next((r["flops"] for r in rows if "flops" in r), None)
+    flops = {}  # per method: its own context templates and layer set the count
+    for r in rows:
+        flops.setdefault(r["method"], r.get("flops"))
+    flops = {m: f for m, f in flops.items() if f}
     lines = table(rows)
     print("\n".join(lines))
     for c in comparison:
         print(f"  {c['method']}: reference / fast edit time {c['speedup_edit']:.2f}x, target optimisation "
               f"{c['speedup_targets']:.2f}x; z max relative difference {c['z_max_rel_diff']:.1e}, "
               f"same steps: {c['same_steps']}")
-    if flops:
-        g = flops["gflop_per_request_step"]
-        print(f"  target step FLOPs per request (layer {flops['layer']}, {flops['blocks_above']} blocks above): "
-              f"floor {g['floor']} GFLOP, fast {g['fast']} GFLOP, reference {g['reference']} GFLOP "
+    for method, f in flops.items():
+        g = f["gflop_per_request_step"]
+        print(f"  {method}: target step FLOPs per request (layer {f['layer']}, {f['blocks_above']} blocks above, "
+              f"{f['rows']} rows): floor {g['floor']} GFLOP, fast {g['fast']} GFLOP, reference {g['reference']} GFLOP "
               f"(reference / floor {g['reference'] / g['floor']:.1f}x)")
     print(f"  written: {write(args, m0, stats_info, rows, comparison, flops, lines)}")
 

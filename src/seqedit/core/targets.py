@@ -23,10 +23,11 @@ Modes (all give the same z up to float rounding):
   positions from p through the row's last read position (the KL prompts: p alone), starting
   from block L's output (+ δ at p), through the blocks above L, attending to the cached prefix,
   and applies the final norm and unembedding only at the target positions and the KL position.
-  Rows run in groups of similar width (`length_groups`), each padded only to its own widest row. With `module="mlp"` (ROME) δ is added to the FFN output of block L; in a
-  block that adds its FFN output to the residual stream as a plain sum (every layout in
-  `models/arch.py`) that is the same as adding δ to block L's output, so the same path serves,
-  with h_init read from the FFN output. A layout without that property falls back to
+  Rows run in groups of similar width (`length_groups`), each padded only to its own widest
+  row. With `module="mlp"` (ROME) δ is added to the FFN output of block L; in a block that
+  adds its FFN output to the residual stream as a plain sum (every layout in `models/arch.py`)
+  that is the same as adding δ to block L's output, so the same path serves, with h_init read
+  from the FFN output. A layout without that property falls back to
   `"reference"`.
 - `"reference"` (alias `"batched"`): one padded full forward/backward of every prompt per step,
   δ added by a hook, logits over the whole vocabulary at every position.

@@ -36,6 +36,7 @@ Modes (all give the same z up to float rounding):
 
 from __future__ import annotations
 
+from collections import Counter
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Callable
@@ -200,8 +201,9 @@ def length_groups(widths: list[int], max_groups: int = 8, overhead: int = 8) -> 
     dynamic programme over the distinct widths finds it. Returns row indices per group,
     narrowest first, each in row order.
     """
-    distinct = sorted(set(widths))
-    count = [sum(1 for w in widths if w == v) for v in distinct]
+    rows_of = Counter(widths)
+    distinct = sorted(rows_of)
+    count = [rows_of[v] for v in distinct]
     u, inf = len(distinct), float("inf")
     # best[g][j]: cost of the j narrowest widths in g groups, the last group ending at width j - 1.
     best = [[inf] * (u + 1) for _ in range(max_groups + 1)]

@@ -31,6 +31,23 @@ def test_second_moments_match_direct_computation(tiny_model, tiny_tokenizer, tmp
         assert torch.linalg.eigvalsh(cov).min() > -1e-8  # PSD
 
 
+def test_the_pass_stops_after_the_deepest_layer_read(tiny_model, tiny_tokenizer):
+    """No block after the deepest statistics layer and no unembedding runs; the sums are those of
+    a full forward (the test above)."""
+    spec = spec_for(tiny_model)
+    n_layers = len(tiny_model.get_submodule(spec.block_name(0).rsplit(".", 1)[0]))
+    ran = []
+    names = [spec.block_name(l) for l in range(n_layers)] + [spec.lm_head]
+    handles = [tiny_model.get_submodule(n).register_forward_hook(lambda m, i, o, n=n: ran.append(n)) for n in names]
+    try:
+        collect_second_moments(tiny_model, tiny_tokenizer, spec, TINY_TEXTS[:4], [0, 1], batch_size=2, progress=False)
+    finally:
+        for h in handles:
+            h.remove()
+    assert ran, "no block ran"
+    assert set(ran) == {spec.block_name(0)}, f"modules past layer 1's MLP ran: {sorted(set(ran))}"
+
+
 def test_stats_roundtrip_and_missing_layer(tiny_gpt2, tiny_tokenizer, tmp_path):
     spec = spec_for(tiny_gpt2)
     stats = collect_second_moments(tiny_gpt2, tiny_tokenizer, spec, TINY_TEXTS[:7], [1], progress=False)

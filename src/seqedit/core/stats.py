@@ -1,7 +1,8 @@
 """Layer statistics: the uncentred second moment C_l = E[k kᵀ] of each edited W_out's input.
 
 One streamed pass over a text corpus or dataset (`seqedit.data.texts`) collects every
-requested layer at once (one forward per batch, hooks on all the W_out modules). Memory is
+requested layer at once (one forward per batch, hooks on all the W_out modules; the forward
+stops once the deepest of them has run, so no later block and no unembedding runs). Memory is
 one (d_ff × d_ff) accumulator per layer, independent of the number of tokens, plus the token
 ids of one chunk of texts. Padding tokens are excluded.
 
@@ -25,7 +26,7 @@ from typing import Iterable, Iterator
 import torch
 from tqdm import tqdm
 
-from seqedit.core.hooks import capture
+from seqedit.core.hooks import capture, stop_after
 from seqedit.core.prompts import pad_batch
 from seqedit.models.arch import ModelSpec
 
@@ -131,8 +132,8 @@ def collect_second_moments(
                 rows = encoded[s : s + batch_size]
                 ids, mask = pad_batch(rows, pad)
                 ids, mask = ids.to(device), mask.to(device)
-                with capture(model, names, what="input") as seen:
-                    model(input_ids=ids, attention_mask=mask)
+                with capture(model, names, what="input") as seen, stop_after(model, names):
+                    model(input_ids=ids, attention_mask=mask, use_cache=False)
                 keep = mask.bool()
                 for name, layer in names.items():
                     k = seen[name][keep].to(dtype)  # (n_tokens, d_ff)

@@ -7,11 +7,13 @@
 
 MODEL_DIR is a Hugging Face model directory (e.g. SmolLM2-135M-Instruct, Llama layout), the
 records a CounterFact file of the ROME schema. For every method (default MEMIT, AlphaEdit, NSE,
-NMKE) and every target mode (`fast`, the default of `optimize_targets`, and `reference`, the full
-forward/backward of every prompt per step), a fresh process loads the unedited model, builds the
+NMKE) and every target mode (`fast`, the default of `optimize_targets`; `reference`, the full
+forward/backward of every prompt of the batch per step; `per_request`, the same one request at a
+time, as the reference implementations run it, which holds one request's activations where
+`reference` holds the batch's), a fresh process loads the unedited model, builds the
 editor with `config/hparams/<method>/<hparams>.yaml` (`target_mode` and `v_loss_layer`
 overridden where the method has them; FT-L, KN and KNE optimise no target vectors, run as their
-files say, and are the same in either mode) and edits the first `--batch` requests of the
+files say, and are the same in every mode) and edits the first `--batch` requests of the
 seed's edit stream once. Only
 `edit_batch` is timed, split by wrapping the library functions it calls (exclusive time, nested
 calls counted once):
@@ -59,7 +61,7 @@ import common
 
 MARK = "REAL-RESULT "
 DEFAULT_METHODS = ("memit", "alphaedit", "nse", "nmke")
-MODES = ("fast", "reference")
+MODES = ("fast", "reference", "per_request")
 SHARED = Path(os.environ.get("SEQEDIT_SHARED_DATA", common.ROOT.parent / "shared" / "data"))
 DEFAULT_RECORDS = SHARED / "counterfact" / "counterfact_subset_union.json"
 
@@ -283,22 +285,29 @@ def table(rows: list[dict]) -> list[str]:
 
 
 def compare(rows: list[dict], z_files: dict) -> list[dict]:
+    """Each method's fast run against each of its other modes (reference, per_request) timed."""
     import torch
 
     out = []
     by = {(r["method"], r["mode"]): r for r in rows}
     for method in dict.fromkeys(r["method"] for r in rows):
-        if (method, "fast") not in by or (method, "reference") not in by:
+        if (method, "fast") not in by:
             continue
-        fast, ref = by[(method, "fast")], by[(method, "reference")]
-        zf, zr = (torch.load(z_files[(method, m)]).double() for m in ("fast", "reference"))
-        rel = float(((zf - zr).norm(dim=1) / zr.norm(dim=1)).max())
-        out.append({
-            "method": method, "speedup_edit": round(ref["edit_seconds"] / fast["edit_seconds"], 2),
-            "speedup_targets": round(ref["split_seconds"]["targets"] / max(fast["split_seconds"]["targets"], 1e-9), 2),
-            "z_max_rel_diff": rel, "same_steps": fast["target_steps"] == ref["target_steps"],
-            "peak_rss_mb": {"fast": fast["peak_rss_mb"], "reference": ref["peak_rss_mb"]},
-        })
+        fast = by[(method, "fast")]
+        zf = torch.load(z_files[(method, "fast")]).double()
+        for other in MODES[1:]:
+            if (method, other) not in by:
+                continue
+            ref = by[(method, other)]
+            zr = torch.load(z_files[(method, other)]).double()
+            rel = float(((zf - zr).norm(dim=1) / zr.norm(dim=1)).max())
+            out.append({
+                "method": method, "against": other,
+                "speedup_edit": round(ref["edit_seconds"] / fast["edit_seconds"], 2),
+                "speedup_targets": round(ref["split_seconds"]["targets"] / max(fast["split_seconds"]["targets"], 1e-9), 2),
+                "z_max_rel_diff": rel, "same_steps": fast["target_steps"] == ref["target_steps"],
+                "peak_rss_mb": {"fast": fast["peak_rss_mb"], other: ref["peak_rss_mb"]},
+            })
     return out
 
 
@@ -307,9 +316,10 @@ def parse(argv=None):
     p.add_argument("model", help="Hugging Face model directory")
     p.add_argument("--records", default=str(DEFAULT_RECORDS), help=f"CounterFact records (default: {DEFAULT_RECORDS})")
     p.add_argument("--methods", default=",".join(DEFAULT_METHODS), help="comma-separated (default: memit,alphaedit,nse,nmke)")
-    p.add_argument("--modes", default=",".join(MODES), help="target modes to time (default: fast,reference)")
+    p.add_argument("--modes", default="fast,reference",
+                   help="target modes to time: fast, reference, per_request (default: fast,reference)")
     p.add_argument("--reference-methods", default=None,
-                   help="methods also timed in the reference mode (default: every method of --methods)")
+                   help="methods also timed in the modes other than fast (default: every method of --methods)")
     p.add_argument("--batch", type=int, default=10, help="edits in the round (default 10)")
     p.add_argument("--hparams", default="llama3-8b", help="config/hparams/<method>/<NAME>.yaml (default llama3-8b)")
     p.add_argument("--v-loss-layer", type=int, default=29, help="v_loss_layer override (default 29, SmolLM2's last)")
@@ -360,7 +370,7 @@ def main(argv=None) -> None:
         rows, z_files = [], {}
         for method in methods:
             for mode in modes:
-                if mode == "reference" and method not in ref_methods:
+                if mode != "fast" and method not in ref_methods:
                     continue
                 z_files[(method, mode)] = str(Path(tmp) / f"z-{method}-{mode}.pt")
                 r = run_worker(args, method, mode, stats_file, z_files[(method, mode)])
@@ -378,7 +388,7 @@ def main(argv=None) -> None:
     lines = table(rows)
     print("\n".join(lines))
     for c in comparison:
-        print(f"  {c['method']}: reference / fast edit time {c['speedup_edit']:.2f}x, target optimisation "
+        print(f"  {c['method']}: {c['against']} / fast edit time {c['speedup_edit']:.2f}x, target optimisation "
               f"{c['speedup_targets']:.2f}x; z max relative difference {c['z_max_rel_diff']:.1e}, "
               f"same steps: {c['same_steps']}")
     for method, f in flops.items():

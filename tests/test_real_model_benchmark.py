@@ -68,3 +68,18 @@ def test_part_timer_counts_nested_calls_once(real_model, monkeypatch):
     assert timer.seconds == {"targets": 20.0, "keys": 4.0, "solve": 0.0}
     assert torch.equal(timer.first_z, z) and timer.first_log["steps"] == [1, 2]
     assert timer.stack == []
+
+
+def test_fast_is_compared_with_each_other_mode_timed(real_model, tmp_path):
+    z = torch.tensor([[1.0, 0.0], [0.0, 2.0]])
+    rows, files = [], {}
+    for mode, seconds, scale in (("fast", 10.0, 1.0), ("reference", 40.0, 1.0), ("per_request", 30.0, 1.0 + 1e-3)):
+        files[("memit", mode)] = tmp_path / f"{mode}.pt"
+        torch.save(z * scale, files[("memit", mode)])
+        rows.append({"method": "memit", "mode": mode, "edit_seconds": seconds, "peak_rss_mb": 1.0,
+                     "split_seconds": {"targets": seconds / 2}, "target_steps": [3, 4]})
+    out = {c["against"]: c for c in real_model.compare(rows, files)}
+    assert set(out) == {"reference", "per_request"}
+    assert out["reference"]["speedup_edit"] == 4.0 and out["per_request"]["speedup_edit"] == 3.0
+    assert out["reference"]["z_max_rel_diff"] == 0.0
+    assert out["per_request"]["z_max_rel_diff"] == pytest.approx(1e-3 / (1 + 1e-3), rel=1e-4)

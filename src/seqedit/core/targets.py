@@ -24,7 +24,9 @@ Modes (all give the same z up to float rounding):
   from block L's output (+ δ at p), through the blocks above L, attending to the cached prefix,
   and applies the final norm and unembedding only at the target positions and the KL position.
   Rows run in groups of similar width (`length_groups`), each padded only to its own widest
-  row. With `module="mlp"` (ROME) δ is added to the FFN output of block L; in a block that
+  row, in parts of at most `PART_ROWS` rows; each part's backward runs before the next part's
+  forward (the loss is a sum of per-part terms), so one part's activations are alive at a time.
+  With `module="mlp"` (ROME) δ is added to the FFN output of block L; in a block that
   adds its FFN output to the residual stream as a plain sum (every layout in `models/arch.py`)
   that is the same as adding δ to block L's output, so the same path serves, with h_init read
   from the FFN output. A layout without that property falls back to
@@ -39,7 +41,7 @@ from __future__ import annotations
 from collections import Counter
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Iterator
 
 import torch
 
@@ -81,6 +83,9 @@ def _module_name(spec: ModelSpec, cfg: TargetConfig) -> str:
 
 
 MODES = ("fast", "reference", "batched", "per_request")
+# The fast mode runs a group of rows in parts of at most this many rows, each part's forward and
+# backward in turn, so that one part's activations and logits are alive at a time.
+PART_ROWS = 128
 
 
 class _PrefixCache:
@@ -166,10 +171,13 @@ def optimize_targets(
         return _optimize(cfg, n, n_ctx, delta, state, step_logp, t_rows, t_w)
 
 
-# step_logp() -> (log p of each teacher-forced target token (n_target_tokens,),
-#                 log p over the vocabulary at each KL prompt's subject-last token (n, vocab)).
-# The builders also return a dict whose "h_init" (n, d) is set by the end of the first call.
-StepFn = Callable[[], tuple[torch.Tensor, torch.Tensor]]
+# step_logp() yields the read-outs of one forward in parts (the reference: one part; the fast mode:
+# one per group of rows), each (tok_sel, tok_lp, kl_sel, kl_lp): the indices (into the flat list of
+# teacher-forced target tokens) and log p of the target tokens the part reads, and the requests
+# whose KL prompt it reads with log p over the vocabulary at the subject-last token (len(kl_sel),
+# vocab). A part's graph can be freed (by its backward) before the next is computed. The builders
+# also return a dict whose "h_init" (n, d) is set once the first part has been yielded.
+StepFn = Callable[[], Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]]]
 
 
 def _reference_forward(model, spec, cfg, batch, delta, idx) -> tuple[StepFn, dict]:
@@ -187,7 +195,8 @@ def _reference_forward(model, spec, cfg, batch, delta, idx) -> tuple[StepFn, dic
         with edit_output(model, name, add_delta):
             logits = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits
         logp = torch.log_softmax(logits.float(), dim=-1)
-        return logp[idx["t_rows"], idx["t_pos"], idx["t_ids"]], logp[rows[n_rw:], pos[n_rw:]]
+        yield (torch.arange(len(idx["t_rows"]), device=rows.device), logp[idx["t_rows"], idx["t_pos"], idx["t_ids"]],
+               torch.arange(len(rows) - n_rw, device=rows.device), logp[rows[n_rw:], pos[n_rw:]])
 
     return step, state
 
@@ -248,28 +257,29 @@ def _fast_forward(model, spec, cfg, batch, delta, idx) -> tuple[StepFn, dict]:
     out_slot = torch.cat([idx["t_pos"] - pos[idx["t_rows"]], torch.zeros_like(kl_rows)])
     need = torch.zeros(len(rows), dtype=torch.long, device=device).scatter_reduce(
         0, out_rows, out_slot + 1, reduce="amax")
+    parts = [m[s : s + PART_ROWS] for m in length_groups(need.tolist()) for s in range(0, len(m), PART_ROWS)]
     groups = []
-    for members in length_groups(need.tolist()):
+    for members in parts:
         g_rows = torch.tensor(members, device=device)
         last = pos[g_rows] + need[g_rows] - 1  # each row's last needed position
         groups.append(_group_inputs(h_l, kv, g_rows, pos[g_rows], last, out_rows, out_slot))
-    order = torch.cat([g["out"] for g in groups])
-    inverse = torch.empty_like(order)
-    inverse[order] = torch.arange(len(order), device=device)
     n_tok = len(idx["t_rows"])
+    for g in groups:  # which of the group's read-outs are target tokens, which KL positions
+        is_tok = g["out"] < n_tok
+        g["tok_sel"], g["kl_sel"], g["is_tok"] = g["out"][is_tok], g["out"][~is_tok] - n_tok, is_tok
     blocks = model.get_submodule(spec.blocks)
     final_norm, lm_head = model.get_submodule(spec.final_norm), model.get_submodule(spec.lm_head)
 
     def step():
-        parts = []
         for g in groups:
             h = g["h0"] + g["at_p"] * delta[own[g["rows"]]].to(g["h0"].dtype)[:, None, :]
             for l in range(L + 1, n_layers):
                 h = _first(blocks[l](h, **spec.block_inputs(model, h, g["at"], g["mask"], g["prefix"])))
-            parts.append(h[g["local"], g["slot"]])
-        logits = lm_head(final_norm(torch.cat(parts)[inverse]))  # (n_tok + n, vocab)
-        logp = torch.log_softmax(logits.float(), dim=-1)
-        return logp[torch.arange(n_tok, device=device), idx["t_ids"]], logp[n_tok:]
+            logits = lm_head(final_norm(h[g["local"], g["slot"]]))  # (read-outs of the group, vocab)
+            logp = torch.log_softmax(logits.float(), dim=-1)
+            tok = logp[g["is_tok"]]
+            yield (g["tok_sel"], tok[torch.arange(len(tok), device=device), idx["t_ids"][g["tok_sel"]]],
+                   g["kl_sel"], logp[~g["is_tok"]])
 
     return step, {"h_init": h_init}
 
@@ -309,27 +319,40 @@ def _optimize(cfg, n, n_ctx, delta, state: dict, step_logp: StepFn, t_rows, t_w)
     active = torch.ones(n, dtype=torch.bool, device=device)
     steps = [0] * n
     last_loss = [float("nan")] * n
-    kl_ref = None
+    kl_ref = None  # (n, vocab): log p at the KL positions before any step (δ = 0)
     for it in range(cfg.n_steps):
-        tok_lp, kl_lp = step_logp()
+        # The loss is a sum over requests, each term a sum over the parts that read its rows, so
+        # each part's backward runs as soon as it is computed, weighted by the requests still active
+        # before this step: one that stops now gets its δ back below, and δ rows are independent.
+        backward = it < cfg.n_steps - 1
+        weight = active.to(delta.dtype)
+        opt.zero_grad()
+        loss = torch.zeros(n, device=device)  # (n,), detached
+        for tok_sel, tok_lp, kl_sel, kl_lp in step_logp():
+            nll_row = -torch.zeros(n_rw, device=device).index_add(0, t_rows[tok_sel], tok_lp * t_w[tok_sel])  # (n_rw,)
+            part = nll_row.view(n, n_ctx).mean(1)  # (n,) this part's share of each request's NLL
+            if len(kl_sel):
+                if kl_ref is None:
+                    kl_ref = torch.zeros(n, kl_lp.shape[-1], device=device)
+                if it == 0:
+                    kl_ref[kl_sel] = kl_lp.detach()
+                kl = (kl_lp.exp() * (kl_lp - kl_ref[kl_sel])).sum(-1)  # KL(p_δ ‖ p_0) of these requests
+                part = part.index_add(0, kl_sel, cfg.kl_factor * kl)
+            if backward:
+                (part * weight).sum().backward()
+            loss += part.detach()
         h_init = state["h_init"]
-        tok_lp = tok_lp * t_w  # (n_target_tokens,)
-        nll_row = -torch.zeros(n_rw, device=device).index_add(0, t_rows, tok_lp)  # (n_rw,)
-        nll = nll_row.view(n, n_ctx).mean(1)  # (n,)
-        if kl_ref is None:
-            kl_ref = kl_lp.detach().clone()
-        kl = (kl_lp.exp() * (kl_lp - kl_ref)).sum(-1)  # KL(p_δ ‖ p_0), (n,)
-        wd = cfg.weight_decay * delta.norm(dim=1) / h_init.norm(dim=1) ** 2
-        loss = nll + cfg.kl_factor * kl + wd  # (n,)
+        wd = cfg.weight_decay * delta.norm(dim=1) / h_init.norm(dim=1) ** 2  # (n,)
+        if backward:
+            (wd * weight).sum().backward()
+        loss += wd.detach()
         for i in range(n):
             if active[i]:
-                last_loss[i] = float(loss[i].detach())
-        active &= loss.detach() >= cfg.early_stop_loss
-        if it == cfg.n_steps - 1 or not bool(active.any()):
+                last_loss[i] = float(loss[i])
+        active &= loss >= cfg.early_stop_loss
+        if not backward or not bool(active.any()):
             break
         keep = delta.detach().clone()
-        opt.zero_grad()
-        (loss * active).sum().backward()
         opt.step()
         with torch.no_grad():
             delta[~active] = keep[~active]  # stopped requests do not move (Adam momentum)

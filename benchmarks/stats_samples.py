@@ -125,6 +125,7 @@ def main() -> None:
     import torch
     from seqedit.core.keys import collect_keys
     from seqedit.core.projection import null_space_projector
+    from seqedit.core.solve import solve_ridge
     from seqedit.core.stats import LayerStats
 
     counts = sorted({int(c) for c in args.counts.split(",")})
@@ -176,8 +177,9 @@ def main() -> None:
     big = points[counts[-1]]["cov"]
 
     def ridge_map(cov, l):
-        a = lam * cov + keys[l] @ keys[l].T
-        return torch.linalg.solve(a, keys[l])  # (d_ff, n)
+        """(λC + KKᵀ)⁻¹K (d_ff, n): MEMIT's solve with the identity as residuals."""
+        eye = torch.eye(keys[l].shape[1], dtype=torch.float64)
+        return solve_ridge(keys[l], eye, cov, lam).T
 
     ref_map = {l: ridge_map(big[l], l) for l in layers}
     ref_proj = {l: null_space_projector(big[l], mode, cut) for l in layers}

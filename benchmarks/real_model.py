@@ -12,19 +12,23 @@ forward/backward of every prompt of the batch per step; `per_request`, the same 
 time, as the reference implementations run it, which holds one request's activations where
 `reference` holds the batch's), a fresh process loads the unedited model, builds the
 editor with `config/hparams/<method>/<hparams>.yaml` (`target_mode` and `v_loss_layer`
-overridden where the method has them; FT-L, KN and KNE optimise no target vectors, run as their
-files say, and are the same in every mode) and edits the first `--batch` requests of the
-seed's edit stream once. Only
+overridden where the method has them; KN's `attribution_mode` is `fast` in the fast mode and
+`reference` in the others; FT-L and KNE run as their files say in every mode) and edits the
+first `--batch` requests of the seed's edit stream once. Only
 `edit_batch` is timed, split by wrapping the library functions it calls (exclusive time, nested
 calls counted once):
 - targets: `optimize_targets`;
 - keys: `collect_keys` and `hidden_at_subject` (the key and residual forwards);
 - solve: `solve_ridge`, `solve_projected`;
-- rest: everything else in `edit_batch` (NSE's neuron selection, NMKE's attribution, ...).
+- attribution: KN's integrated gradients (`KNEditor.layer_scores`), NMKE's neuron trace and
+  log-probability gains;
+- rest: everything else in `edit_batch` (NSE's neuron selection, the edits' bookkeeping, ...).
 Peak memory is the process's peak RSS (`getrusage`) after the edit.
 
 Also printed: the z of the two modes compared (max relative row difference ‖z_f − z_r‖ / ‖z_r‖,
-and whether every request took the same number of steps), and FLOPs per request and step of the
+and whether every request took the same number of steps; for a method without target vectors,
+such as KN, the weight updates: max over edited matrices of ‖ΔW_f − ΔW_r‖ / ‖ΔW_r‖), KN's FLOPs
+per edit of its attribution (fast and reference), and FLOPs per request and step of the
 target optimisation, counted from the batch's real token counts and the model's weight shapes:
 - floor: what depends on δ and is read, the positions from each prompt's subject-last token
   through its last read position (the KL prompts: that token only) through the blocks above L,
@@ -74,6 +78,8 @@ PARTS = {
              ("seqedit.methods.rome", "collect_keys")],
     "solve": [("seqedit.methods.memit", "solve_ridge"), ("seqedit.methods.nse", "solve_ridge"),
               ("seqedit.methods.alphaedit", "solve_projected")],
+    "attribution": [("seqedit.methods.kn", "KNEditor.layer_scores"), ("seqedit.methods.nmke", "trace_neurons"),
+                    ("seqedit.methods.nmke", "neuron_logprob_gain")],
 }
 
 
@@ -112,9 +118,12 @@ class PartTimer:
 
         for part, places in PARTS.items():
             for module, attr in places:
-                mod = importlib.import_module(module)
-                if hasattr(mod, attr):
-                    setattr(mod, attr, self.wrap(part, getattr(mod, attr)))
+                owner = importlib.import_module(module)
+                *path, name = attr.split(".")  # "Class.method" wraps the method on its class
+                for a in path:
+                    owner = getattr(owner, a)
+                if hasattr(owner, name):
+                    setattr(owner, name, self.wrap(part, getattr(owner, name)))
 
 
 # --- FLOPs ----------------------------------------------------------------------------------------
@@ -174,6 +183,43 @@ def target_flops(model, tok, spec, requests, templates, layer: int) -> dict:
     }
 
 
+def kn_flops(model, tok, spec, requests, editor) -> dict:
+    """FLOPs per edit of KN's attribution, from the scored prompts' real lengths.
+
+    Per scored prompt (T tokens; one per true-target token) and searched layer l, m points:
+    - fast: one no-grad forward of the prompt through every block, then each point runs the last
+      position through the blocks above l (forward and backward) and the unembedding there;
+    - reference: each point a full forward of the T tokens with the unembedding everywhere, and
+      the backward from the logits down to block l.
+    The backward computes input gradients only (frozen weights), about the forward's cost.
+    Attention adds 4·d per attended key.
+    """
+    from seqedit.core.prompts import encode, encode_target
+
+    cfg = editor.config
+    d, n_layers = spec.d_model(model), spec.n_layers(model)
+    per_tok, unembed = block_matmul_flops(model, spec), 2 * d * spec.unembed(model).shape[0]
+    m, layers = cfg.steps, editor.layers
+    fast = ref = passes = 0
+    for r in requests:
+        prompt = encode(tok, r.query)
+        truth = encode_target(tok, r.true_text) if r.true_text is not None else [0]
+        for t in range(len(truth)):
+            T = len(prompt) + (0 if cfg.multi_token == "prompt_last" else t)
+            passes += 1
+            block_fwd = per_tok + 4 * d * (T + 1) / 2  # a block's cost per token, mean causal keys
+            fast += T * n_layers * block_fwd
+            ref += T * n_layers * block_fwd + T * unembed  # the reference's capture forward
+            for l in layers:
+                above = n_layers - 1 - l
+                fast += 2 * m * (above * (per_tok + 4 * d * T) + unembed)
+                ref += m * (T * n_layers * block_fwd + T * unembed) + m * (T * (above + 1) * block_fwd + T * unembed)
+    n = len(requests)
+    return {"passes": passes, "layers": len(layers), "points": m,
+            "gflop_per_edit": {"fast": round(fast / n / 1e9, 3), "reference": round(ref / n / 1e9, 3)},
+            "flop_per_edit": {"fast": fast / n, "reference": ref / n}}
+
+
 # --- one measurement (worker process) ------------------------------------------------------------
 def make_inputs(args) -> common.Inputs:
     return common.Inputs(model=Path(args.model), stats=Path(args.stats_file or ""), records=Path(args.records),
@@ -188,7 +234,8 @@ def overrides(args, method: str, mode: str) -> dict:
 
     from seqedit.registry import get_method
 
-    out = {"target_mode": mode, "v_loss_layer": args.v_loss_layer}
+    out = {"target_mode": mode, "v_loss_layer": args.v_loss_layer,
+           "attribution_mode": "fast" if mode == "fast" else "reference"}
     if args.steps is not None:
         out["v_num_grad_steps"] = args.steps
     known = {f.name for f in fields(get_method(method)[0])}
@@ -212,6 +259,8 @@ def measure(args) -> dict:
     templates = editor.context_templates() if optimises_targets else None  # sampled before the timed edit
     setup_s = time.perf_counter() - t0
     rss_before = common.peak_rss_mb()
+    w0 = None if optimises_targets else {n: p.detach().clone() for n, p in model.named_parameters()
+                                         if n in set(editor.param_names())}
     t0 = time.perf_counter()
     editor.edit_batch(requests, 0)
     total = time.perf_counter() - t0
@@ -226,10 +275,14 @@ def measure(args) -> dict:
         "target_steps": timer.first_log["steps"] if timer.first_log else None,
         "target_loss": timer.first_log["loss"] if timer.first_log else None,
     }
-    if timer.first_z is not None and args.z_file:
+    if args.z_file and timer.first_z is not None:
         torch.save(timer.first_z, args.z_file)
+    elif args.z_file and w0 is not None:  # no target vectors: the weight updates are compared instead
+        torch.save({n: p.detach() - w0[n] for n, p in model.named_parameters() if n in w0}, args.z_file)
     if args.mode == "fast" and optimises_targets:
         result["flops"] = target_flops(model, tok, spec, requests, templates, editor.config.target_config().layer)
+    if args.mode == "fast" and args.worker == "kn":
+        result["flops"] = kn_flops(model, tok, spec, requests, editor)
     return result
 
 
@@ -274,12 +327,13 @@ def collect_stats(args, layers: list[int], out: str) -> dict:
 
 # --- the whole run --------------------------------------------------------------------------------
 def table(rows: list[dict]) -> list[str]:
-    head = ["method", "mode", "s/edit", "targets s", "keys s", "solve s", "rest s", "peak RSS MiB", "target steps"]
+    head = ["method", "mode", "s/edit", "targets s", "keys s", "solve s", "attribution s", "rest s", "peak RSS MiB",
+            "target steps"]
     body = []
     for r in rows:
         s = r["split_seconds"]
         body.append([r["method"], r["mode"], f"{r['seconds_per_edit']:.2f}", f"{s['targets']:.1f}", f"{s['keys']:.1f}",
-                     f"{s['solve']:.1f}", f"{s['rest']:.1f}", f"{r['peak_rss_mb']:.0f}",
+                     f"{s['solve']:.1f}", f"{s.get('attribution', 0.0):.1f}", f"{s['rest']:.1f}", f"{r['peak_rss_mb']:.0f}",
                      str(sum(r["target_steps"] or [])) if r["target_steps"] else "-"])
     return common.format_table(head, body)
 
@@ -294,20 +348,26 @@ def compare(rows: list[dict], z_files: dict) -> list[dict]:
         if (method, "fast") not in by:
             continue
         fast = by[(method, "fast")]
-        zf = torch.load(z_files[(method, "fast")]).double()
+        zf = torch.load(z_files[(method, "fast")])
         for other in MODES[1:]:
             if (method, other) not in by:
                 continue
             ref = by[(method, other)]
-            zr = torch.load(z_files[(method, other)]).double()
-            rel = float(((zf - zr).norm(dim=1) / zr.norm(dim=1)).max())
-            out.append({
-                "method": method, "against": other,
-                "speedup_edit": round(ref["edit_seconds"] / fast["edit_seconds"], 2),
-                "speedup_targets": round(ref["split_seconds"]["targets"] / max(fast["split_seconds"]["targets"], 1e-9), 2),
-                "z_max_rel_diff": rel, "same_steps": fast["target_steps"] == ref["target_steps"],
-                "peak_rss_mb": {"fast": fast["peak_rss_mb"], other: ref["peak_rss_mb"]},
-            })
+            zr = torch.load(z_files[(method, other)])
+            c = {"method": method, "against": other,
+                 "speedup_edit": round(ref["edit_seconds"] / fast["edit_seconds"], 2)}
+            for part in ("targets", "attribution"):  # the parts the modes compute differently
+                if fast["split_seconds"].get(part, 0) > 0:
+                    c[f"speedup_{part}"] = round(ref["split_seconds"][part] / fast["split_seconds"][part], 2)
+            if isinstance(zf, dict):  # weight updates (no target vectors)
+                c["update_max_rel_diff"] = max(float((zf[n].double() - zr[n].double()).norm() / zr[n].double().norm())
+                                               for n in zf if float(zr[n].norm()) > 0)
+            else:
+                zf_, zr_ = zf.double(), zr.double()
+                c["z_max_rel_diff"] = float(((zf_ - zr_).norm(dim=1) / zr_.norm(dim=1)).max())
+                c["same_steps"] = fast["target_steps"] == ref["target_steps"]
+            c["peak_rss_mb"] = {"fast": fast["peak_rss_mb"], other: ref["peak_rss_mb"]}
+            out.append(c)
     return out
 
 
@@ -376,7 +436,7 @@ def main(argv=None) -> None:
                 r = run_worker(args, method, mode, stats_file, z_files[(method, mode)])
                 s = r["split_seconds"]
                 print(f"  {method:9s} {mode:9s} {r['edit_seconds']:8.1f} s  (targets {s['targets']:.1f}, "
-                      f"keys {s['keys']:.1f}, solve {s['solve']:.1f}, rest {s['rest']:.1f})  "
+                      f"keys {s['keys']:.1f}, solve {s['solve']:.1f}, attribution {s['attribution']:.1f}, rest {s['rest']:.1f})  "
                       f"peak RSS {r['peak_rss_mb']:.0f} MiB", flush=True)
                 rows.append(r)
                 write(args, m0, stats_info, rows, [], {}, [])  # partial results survive an interrupted run
@@ -388,10 +448,17 @@ def main(argv=None) -> None:
     lines = table(rows)
     print("\n".join(lines))
     for c in comparison:
-        print(f"  {c['method']}: {c['against']} / fast edit time {c['speedup_edit']:.2f}x, target optimisation "
-              f"{c['speedup_targets']:.2f}x; z max relative difference {c['z_max_rel_diff']:.1e}, "
-              f"same steps: {c['same_steps']}")
+        parts = "".join(f", {p} {c[f'speedup_{p}']:.2f}x" for p in ("targets", "attribution") if f"speedup_{p}" in c)
+        same = (f"z max relative difference {c['z_max_rel_diff']:.1e}, same steps: {c['same_steps']}" if "z_max_rel_diff"
+                in c else f"weight update max relative difference {c['update_max_rel_diff']:.1e}")
+        print(f"  {c['method']}: {c['against']} / fast edit time {c['speedup_edit']:.2f}x{parts}; {same}")
     for method, f in flops.items():
+        if "gflop_per_edit" in f:  # KN's attribution
+            g = f["gflop_per_edit"]
+            print(f"  {method}: attribution FLOPs per edit ({f['passes']} scored prompts, {f['layers']} layers x "
+                  f"{f['points']} points): fast {g['fast']} GFLOP, reference {g['reference']} GFLOP "
+                  f"(reference / fast {g['reference'] / g['fast']:.1f}x)")
+            continue
         g = f["gflop_per_request_step"]
         print(f"  {method}: target step FLOPs per request (layer {f['layer']}, {f['blocks_above']} blocks above, "
               f"{f['rows']} rows): floor {g['floor']} GFLOP, fast {g['fast']} GFLOP, reference {g['reference']} GFLOP "

@@ -64,8 +64,8 @@ def test_part_timer_counts_nested_calls_once(real_model, monkeypatch):
     wrapped = timer.wrap("targets", targets)
     z, log = wrapped()
     wrapped()
-    assert timer.calls == {"targets": 2, "keys": 4, "solve": 0}
-    assert timer.seconds == {"targets": 20.0, "keys": 4.0, "solve": 0.0}
+    assert timer.calls == {"targets": 2, "keys": 4, "solve": 0, "attribution": 0}
+    assert timer.seconds == {"targets": 20.0, "keys": 4.0, "solve": 0.0, "attribution": 0.0}
     assert torch.equal(timer.first_z, z) and timer.first_log["steps"] == [1, 2]
     assert timer.stack == []
 
@@ -83,3 +83,40 @@ def test_fast_is_compared_with_each_other_mode_timed(real_model, tmp_path):
     assert out["reference"]["speedup_edit"] == 4.0 and out["per_request"]["speedup_edit"] == 3.0
     assert out["reference"]["z_max_rel_diff"] == 0.0
     assert out["per_request"]["z_max_rel_diff"] == pytest.approx(1e-3 / (1 + 1e-3), rel=1e-4)
+
+
+def test_methods_without_targets_are_compared_by_their_weight_updates(real_model, tmp_path):
+    update = {"w.0": torch.tensor([[1.0, 0.0], [0.0, 0.0]]), "w.1": torch.zeros(2, 2)}  # an unchanged matrix
+    rows, files = [], {}
+    for mode, seconds, bump in (("fast", 2.0, 0.0), ("reference", 14.0, 0.01)):
+        files[("kn", mode)] = tmp_path / f"{mode}.pt"
+        torch.save({n: w + bump * (w != 0) for n, w in update.items()}, files[("kn", mode)])
+        rows.append({"method": "kn", "mode": mode, "edit_seconds": seconds, "peak_rss_mb": 1.0,
+                     "split_seconds": {"targets": 0.0, "attribution": seconds - 1.0}, "target_steps": None})
+    (c,) = real_model.compare(rows, files)
+    assert c["speedup_edit"] == 7.0 and c["speedup_attribution"] == 13.0 and "speedup_targets" not in c
+    assert c["update_max_rel_diff"] == pytest.approx(0.01 / 1.01, rel=1e-6) and "z_max_rel_diff" not in c
+
+
+def test_kn_flops_of_the_last_layer_are_a_forward_and_the_unembedding(real_model, tiny_model, tiny_tokenizer):
+    from seqedit.core.prompts import encode, encode_target
+    from seqedit.methods.kn import KNConfig, KNEditor
+
+    requests = REQUESTS + [EditRequest(2, "{} speaks", "Orin Tallow", "Velorian", "the lute")]  # 2 true tokens
+    spec = spec_for(tiny_model)
+    n_layers, d, vocab = spec.n_layers(tiny_model), spec.d_model(tiny_model), len(tiny_tokenizer)
+    per_tok = real_model.block_matmul_flops(tiny_model, spec)
+    last = KNEditor(KNConfig(steps=5, layers=[n_layers - 1]), tiny_model, tiny_tokenizer, spec)
+    f = real_model.kn_flops(tiny_model, tiny_tokenizer, spec, requests, last)
+    # With only the last layer searched, a point runs no block: the unembedding forward and backward.
+    expected = 0
+    for r in requests:
+        prompt, truth = encode(tiny_tokenizer, r.query), encode_target(tiny_tokenizer, r.true_text)
+        for t in range(len(truth)):
+            T = len(prompt) + t
+            expected += T * n_layers * (per_tok + 4 * d * (T + 1) / 2) + 2 * 5 * 2 * d * vocab
+    assert f["passes"] == sum(len(encode_target(tiny_tokenizer, r.true_text)) for r in requests) == 4
+    assert f["flop_per_edit"]["fast"] == pytest.approx(expected / len(requests), rel=1e-9)
+    every = KNEditor(KNConfig(steps=5), tiny_model, tiny_tokenizer, spec)
+    g = real_model.kn_flops(tiny_model, tiny_tokenizer, spec, requests, every)["flop_per_edit"]
+    assert f["flop_per_edit"]["fast"] < g["fast"] < g["reference"]

@@ -10,6 +10,8 @@ from seqedit.core.hooks import edit_input
 from seqedit.core.prompts import encode, encode_target
 from seqedit.data.records import EditRequest
 from seqedit.evaluate.counterfact import evaluate_counterfact
+from seqedit.core.targets import frozen
+from seqedit.methods import kn as kn_module
 from seqedit.methods.kn import KNConfig, KNEditor
 from seqedit.models.arch import spec_for
 from seqedit.registry import build_config, get_method
@@ -83,6 +85,31 @@ def test_integrated_gradients_complete(tiny_gpt2, tiny_tokenizer):
             with edit_input(tiny_gpt2, spec.out_proj_name(l), zero):
                 p_zero = torch.softmax(tiny_gpt2(input_ids=x).logits[0, -1], -1)[target]
             assert float(scores[li].sum()) == pytest.approx(float(p_full - p_zero), rel=0.05, abs=1e-6)
+
+
+@pytest.mark.parametrize("layers, fast_rows", [(None, None), ("ends", None), (None, 6)])
+def test_fast_attribution_equals_the_reference(tiny_model, tiny_tokenizer, monkeypatch, layers, fast_rows):
+    """The fast IG (the last position through the blocks above each layer, on a cached prefix, all
+    layers in one staggered pass) equals the reference's full patched forwards, on every layout:
+    all layers, a non-contiguous subset, and several passes (`FAST_ROWS` = one layer's points)."""
+    spec = spec_for(tiny_model)
+    n_layers = spec.n_layers(tiny_model)
+    assert n_layers >= 3
+    chosen = [0, n_layers - 1] if layers == "ends" else None
+    if fast_rows is not None:
+        monkeypatch.setattr(kn_module, "FAST_ROWS", fast_rows)
+    cfg = dict(steps=6, batch_size=4, layers=chosen)
+    fast = KNEditor(KNConfig(**cfg, attribution_mode="fast"), tiny_model, tiny_tokenizer, spec)
+    ref = KNEditor(KNConfig(**cfg, attribution_mode="reference"), tiny_model, tiny_tokenizer, spec)
+    with torch.enable_grad(), frozen(tiny_model):
+        for req in BATCH:  # the third has a multi-token true target: two teacher-forced prompts
+            a, truth_a = fast.attribute(req)
+            b, truth_b = ref.attribute(req)
+            assert truth_a == truth_b and a.shape == b.shape == (len(fast.layers), spec.d_ff(tiny_model))
+            assert float(b.abs().max()) > 0
+            assert float((a - b).abs().max()) <= 1e-4 * float(b.abs().max())
+    with pytest.raises(ValueError, match="attribution_mode"):
+        KNConfig(attribution_mode="batched")
 
 
 def test_attributes_the_true_target_or_the_prediction(tiny_gpt2, tiny_tokenizer):

@@ -48,6 +48,7 @@ import torch
 from transformers import DynamicCache
 
 from seqedit.core.hooks import _first, capture, edit_output, stop_after
+from seqedit.core.prefix import PrefixCache, cached_kv
 from seqedit.core.prompts import build_batch
 from seqedit.core.templates import fill_context, flatten
 from seqedit.data.records import EditRequest
@@ -86,25 +87,6 @@ MODES = ("fast", "reference", "batched", "per_request")
 # The fast mode runs a group of rows in parts of at most this many rows, each part's forward and
 # backward in turn, so that one part's activations and logits are alive at a time.
 PART_ROWS = 128
-
-
-class _PrefixCache:
-    """Key/value cache of the positions before p, per layer, read-only: `update` returns the
-    cached keys/values followed by the new ones and never stores the new ones, so one cache
-    serves every optimisation step."""
-
-    def __init__(self, kv: dict[int, tuple[torch.Tensor, torch.Tensor]]):
-        self.kv = kv
-
-    def update(self, key, value, layer_idx, *_args, **_kwargs):
-        k, v = self.kv[layer_idx]
-        return torch.cat([k, key.to(k.dtype)], dim=-2), torch.cat([v, value.to(v.dtype)], dim=-2)
-
-
-def _cached_kv(cache, layer: int) -> tuple[torch.Tensor, torch.Tensor]:
-    if hasattr(cache, "layers"):
-        return cache.layers[layer].keys, cache.layers[layer].values
-    return cache.key_cache[layer], cache.value_cache[layer]  # older transformers
 
 
 def optimize_targets(
@@ -246,7 +228,7 @@ def _fast_forward(model, spec, cfg, batch, delta, idx) -> tuple[StepFn, dict]:
         model(input_ids=batch.input_ids, attention_mask=batch.attention_mask, past_key_values=cache, use_cache=True)
     h_l = seen[block_l]  # (B, T, d): block L's output, δ = 0
     h_init = seen[read[-1]][rows[:n_rw:n_ctx], pos[:n_rw:n_ctx]].clone()  # (n, d)
-    kv = {l: tuple(t.detach() for t in _cached_kv(cache, l)) for l in range(L + 1, n_layers)}
+    kv = {l: tuple(t.detach() for t in cached_kv(cache, l)) for l in range(L + 1, n_layers)}
     del cache, seen
 
     # Read-out slots: every teacher-forced target position, then each KL row's slot 0. Suffix
@@ -302,7 +284,7 @@ def _group_inputs(h_l, kv, g_rows, g_pos, last, out_rows, out_slot) -> dict:
     allowed = torch.cat([see_prefix, see_suffix], dim=-1)[:, None]  # (B_g, 1, S, P + S)
     mask = torch.zeros(allowed.shape, dtype=h0.dtype, device=device)
     mask.masked_fill_(~allowed, torch.finfo(h0.dtype).min)
-    prefix = _PrefixCache({l: (kt[g_rows, :, :n_prefix], vt[g_rows, :, :n_prefix]) for l, (kt, vt) in kv.items()})
+    prefix = PrefixCache({l: (kt[g_rows, :, :n_prefix], vt[g_rows, :, :n_prefix]) for l, (kt, vt) in kv.items()})
     local = torch.full((int(out_rows.max()) + 1,), -1, dtype=torch.long, device=device)
     local[g_rows] = torch.arange(len(g_rows), device=device)
     out = torch.nonzero(local[out_rows] >= 0).flatten()  # read-outs of this group, in read-out order

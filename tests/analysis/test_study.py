@@ -294,3 +294,27 @@ def test_claims_are_tested_again_on_the_generated_metrics_where_runs_have_them(s
     assert f"[{m - h:+.1f}, {m + h:+.1f}]" in spec["generated"]["measured"]
     eff = next(c for k, c in claims.items() if k.startswith("NSE keeps its edits"))
     assert "generated" not in eff  # efficacy_gen was not measured
+
+
+def test_an_arm_equal_to_its_main_run_reuses_it_under_its_own_label(study_dirs, tmp_path):
+    """`FOLDER@SETTINGS`: the main run's results, labelled as the arm, once the settings are the same run."""
+    main = next(d for d in study_dirs if d.parts[-3:] == ("nse", "main", "seed~0"))
+    ran = json.loads((main / "metrics.json").read_text())["config"]
+    variant = {"name": "nse_rewind~true", "ablation": "nse_rewind", "value": "true", "param": "rewind",
+               "title": "NSE weights rewinding"}
+    arm = {**ran, "variant": variant, "method": {"name": "nse", "hparams": {**ran["method"]["hparams"], "rewind": True}}}
+    settings = tmp_path / "arm.json"
+    settings.write_text(json.dumps(arm))
+    s = collect([main, f"{main}@{settings}"])
+    own, reused = s["runs"]
+    assert (reused["variant"], reused["ablation"], reused["value"]) == ("nse_rewind~true", "nse_rewind", "true")
+    assert reused["final"] == own["final"] and reused["points"] == own["points"]
+    assert reused["dir"] == own["dir"] == str(main) and reused["reuses"] == str(main) and own["reuses"] is None
+    assert reused["hparams"]["rewind"] is True and "rewind" not in own["hparams"]
+    assert s["setup"]["ablations"] == ["nse_rewind"] and s["setup"]["methods"] == ["nse"]
+    # settings that would not give this run are refused, naming the file
+    for change in ({"method": {"name": "nse", "hparams": {**ran["method"]["hparams"], "rewind": False}}},
+                   {"seed": 1}, {"run": {**ran["run"], "batch_size": 20}}, {"model": {**ran["model"], "dtype": "bfloat16"}}):
+        settings.write_text(json.dumps({**arm, **change}))
+        with pytest.raises(ValueError, match=f"{settings.name} reusing .* differ from the run it would reuse"):
+            collect([f"{main}@{settings}"])

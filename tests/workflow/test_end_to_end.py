@@ -39,10 +39,15 @@ def test_whole_dag_leaves_metrics_curve_and_figure(toy_run):
     runs = [(m, "main", s) for m in cfg["methods"] for s in cfg["seeds"]]
     runs += [(spec["method"], f"{spec['name']}~{str(v).lower()}", s) for spec in cfg["ablations"]
              for v in spec["values"] for s in cfg["ablation_seeds"]]
+    # rewind: true is NSE's own setting, so that arm reuses NSE's main run of seed 0 instead of repeating it
+    reused = {("nse", "nse_rewind~true", 0): ("nse", "main", 0)}
+    assert set(reused) <= set(runs)
+    assert not (toy_run / "results/testbed/edit/nse/nse_rewind~true").exists()
     for method, variant, seed in runs:
-        run_dir = toy_run / f"results/testbed/edit/{method}/{variant}/seed~{seed}"
+        _, ran, _ = reused.get((method, variant, seed), (method, variant, seed))
+        run_dir = toy_run / f"results/testbed/edit/{method}/{ran}/seed~{seed}"
         metrics = json.loads((run_dir / "metrics.json").read_text())
-        assert metrics["config"]["variant"]["name"] == variant and metrics["seed"] == seed
+        assert metrics["config"]["variant"]["name"] == ran and metrics["seed"] == seed
         assert metrics["n_edits"] == cfg["run"]["n_edits"] and metrics["method"] == method
         assert set(metrics["provenance"]) == {"config_hash", "git", "versions"}
         assert metrics["provenance"]["versions"]["torch"].startswith("2.13.0")
@@ -62,7 +67,11 @@ def test_whole_dag_leaves_metrics_curve_and_figure(toy_run):
             assert (toy_run / f"figures/testbed_{name}.{ext}").stat().st_size > 1000
         assert (toy_run / f"results/testbed/notebooks/{name}.ipynb").exists()
     study = json.loads((toy_run / "results/testbed/study/study.json").read_text())
-    assert len(study["runs"]) == len(runs)
+    assert [(r["method"], r["variant"], r["seed"]) for r in study["runs"]] == runs
+    by = {(r["method"], r["variant"], r["seed"]): r for r in study["runs"]}
+    for arm, main in reused.items():
+        assert by[arm]["reuses"] == by[main]["dir"] and by[arm]["final"] == by[main]["final"]
+        assert by[arm]["ablation"] == "nse_rewind" and by[main]["ablation"] is None
 
 
 def test_seeds_edit_different_streams(toy_run):

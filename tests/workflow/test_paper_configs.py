@@ -14,7 +14,7 @@ import re
 import pytest
 import yaml
 
-from .test_workflow import REPO, dry_run, job_counts
+from .test_workflow import REPO, dry_run, job_counts, reused_arm_runs
 
 PAPER = REPO / "config" / "paper"
 MODELS = ["gpt2-xl", "gpt-j-6b", "llama3-8b"]
@@ -145,7 +145,7 @@ def test_paper_dry_run_job_counts(paper_dry_run):
         "config_stage": 1,  # stats only: no testbed, no knowledge check
         "config_edit": runs,
         "stats_collect": 1,
-        "edit_run": runs,
+        "edit_run": runs - reused_arm_runs(config),  # arms equal to a main run reuse it
         "study_collect": 1,
         **{f"figure_{f}": 1 for f in FIGURES},
         "report_render": 1,

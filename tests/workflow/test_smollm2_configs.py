@@ -15,7 +15,7 @@ import pytest
 import yaml
 
 from .test_paper_configs import FIGURES, GPU_RULES, job_resources, merged, n_runs, results_name
-from .test_workflow import DEFAULT_CONFIG, REPO, dry_run, job_counts
+from .test_workflow import DEFAULT_CONFIG, REPO, dry_run, job_counts, reused_arm_runs
 
 SMOLLM2 = REPO / "config" / "smollm2.yaml"
 OVERLAYS = {
@@ -79,7 +79,7 @@ def test_smollm2_dry_run_job_counts(smollm2_dry_run):
         **({"data_known": 1, "trace_run": 1, "figure_tracing": 1} if filtered else {}),
         "config_edit": runs,
         "stats_collect": 1,
-        "edit_run": runs,
+        "edit_run": runs - reused_arm_runs(config),  # arms equal to a main run reuse it
         "study_collect": 1,
         **{f"figure_{f}": 1 for f in FIGURES},
         "report_render": 1,

@@ -86,15 +86,50 @@ def job_counts(output: str) -> dict[str, int]:
     return counts
 
 
+def _merge(base: dict, over: dict) -> dict:
+    out = dict(base)
+    for key, value in over.items():
+        out[key] = _merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
+
+
+def reused_arm_runs(config: dict, seeds: list[int] | None = None) -> int:
+    """Ablation runs that reuse a main run instead of running: an arm whose effective settings
+    (hyperparameters, run settings) are its method's own, on an ablation seed that is also a main
+    seed (`seeds`, default the config's)."""
+    from seqedit.registry import effective_settings
+
+    model = config.get("hparams_model") or config["model"]["name"]
+    shared_seeds = set(config.get("ablation_seeds", [0])) & set(seeds if seeds is not None else config["seeds"])
+    reused = 0
+    for ab in config.get("ablations", []):
+        for method in ab["method"] if isinstance(ab["method"], list) else [ab["method"]]:
+            if method not in config["methods"]:
+                continue
+            path = REPO / "config" / "hparams" / method / f"{model}.yaml"
+            own = {**yaml.safe_load(path.read_text()), **config.get("hparams", {}).get(method, {})}
+            for value in ab["values"]:
+                settings = {ab["param"]: value} if "param" in ab else value
+                hparams = {k: v for k, v in settings.items() if not k.startswith("run.")}
+                run = {k[len("run."):]: v for k, v in settings.items() if k.startswith("run.")}
+                same_run = all(config["run"][k] == v for k, v in run.items())
+                if same_run and effective_settings(method, {**own, **hparams}) == effective_settings(method, own):
+                    reused += len(shared_seeds)
+    return reused
+
+
 def expected_counts(config_file: Path, n_seeds: int | None = None, fetch: bool = False) -> dict[str, int]:
     """One world (or records subset and corpus), testbed, check and stats job per model; one edit
-    run (and config) per method and seed; `fetch`: the benchmark file is downloaded first."""
+    run (and config) per method and seed, less the ablation arms that reuse a main run (their
+    config is still written); `fetch`: the benchmark file is downloaded first."""
     config = yaml.safe_load(config_file.read_text())
     n_runs = len(config["methods"]) * (n_seeds or len(config["seeds"]))
     n_runs += len(config.get("controls", [])) * (n_seeds or len(config["seeds"]))  # one per control and seed
     for ab in config.get("ablations", []):  # one run per value, method and ablation seed
         methods = ab["method"] if isinstance(ab["method"], list) else [ab["method"]]
         n_runs += len(methods) * len(ab["values"]) * len(config.get("ablation_seeds", [0]))
+    full = _merge(yaml.safe_load(DEFAULT_CONFIG.read_text()), config)
+    reused = reused_arm_runs(full, list(range(n_seeds)) if n_seeds else None)
     figures = ["edit_curves", "results_table", "ablations", "drift", "hidden_shift", "neurons", "cost"]
     if config.get("data", {}).get("source", "synthetic") == "synthetic":
         data = {"config_data": 1, "data_world": 1}
@@ -107,7 +142,7 @@ def expected_counts(config_file: Path, n_seeds: int | None = None, fetch: bool =
         "testbed_train": 1,
         "testbed_check": 1,
         "stats_collect": 1,
-        "edit_run": n_runs,
+        "edit_run": n_runs - reused,
         "study_collect": 1,
         **{f"figure_{f}": 1 for f in figures},
         "report_render": 1,
@@ -236,6 +271,28 @@ def test_dry_run_wires_the_cli_and_papermill():
         f"papermill {REPO}/notebooks/edit_curves.ipynb results/testbed/notebooks/edit_curves.ipynb -k python3",
     ]:
         assert command in output, command
+
+
+def test_an_ablation_arm_with_the_main_settings_reuses_the_main_run():
+    """NSE's rewind: true is its file's own setting: on seed 0 (a main seed) that arm is not run
+    again; its settings file is still written and the collection labels the main run with it."""
+    result = dry_run("--configfile", str(BASIC_CONFIG), "--printshellcmds")
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output
+    edits = re.findall(r"seqedit edit --config (\S+)", output)
+    assert "results/testbed/config/edit/nse/nse_rewind~false/seed~0.json" in edits
+    assert "results/testbed/config/edit/nse/main/seed~0.json" in edits
+    assert not any("nse_rewind~true" in e for e in edits)
+    assert "output: results/testbed/config/edit/nse/nse_rewind~true/seed~0.json" in output
+    runs = re.search(r"seqedit collect --runs (.*?) --out", output)[1].split()
+    assert runs[-2:] == ["results/testbed/edit/nse/main/seed~0@results/testbed/config/edit/nse/nse_rewind~true/seed~0.json",
+                         "results/testbed/edit/nse/nse_rewind~false/seed~0"]
+    # on an ablation seed that is no main seed there is no main run to reuse: the arm runs
+    result = dry_run("--configfile", str(BASIC_CONFIG), "--printshellcmds", "--config", "ablation_seeds=[5]")
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output
+    assert "results/testbed/config/edit/nse/nse_rewind~true/seed~5.json" in re.findall(r"seqedit edit --config (\S+)", output)
+    assert "@" not in re.search(r"seqedit collect --runs (.*?) --out", output)[1]
 
 
 def test_extra_seed_adds_one_edit_run_per_method():

@@ -451,6 +451,51 @@ def drop_controls_equal_to_main():
 drop_controls_equal_to_main()
 
 
+def arms_equal_to_main():
+    """{(method, variant)} of the ablation arms whose settings act as the method's main run's
+    (the arm states the value the method's file already sets, e.g. NSE's rewind: true). On the
+    main seeds such an arm reuses the main run instead of repeating it; the study file labels
+    the reused run as the arm. Needs the seqedit library beside Snakemake; without it every arm
+    runs on its own."""
+    try:
+        from seqedit.registry import effective_settings
+    except ImportError:
+        return set()
+    same = set()
+    for name, ab in ABLATIONS.items():
+        for method in ab["methods"]:
+            if method not in config["methods"]:
+                continue  # no main run to reuse
+            own = method_hparams(method)
+            try:
+                main = effective_settings(method, own)
+                arms = {label: effective_settings(method, {**own, **overrides["hparams"]}, f"ablations.{name}")
+                        for label, overrides in ab["values"].items()}
+            except (TypeError, ValueError) as err:
+                raise WorkflowError(str(err)) from None
+            for label, overrides in ab["values"].items():
+                run = {**config["run"], **overrides["run"]}
+                if arms[label] == main and run == config["run"]:
+                    same.add((method, f"{name}~{label}"))
+    return same
+
+
+SAME_AS_MAIN = arms_equal_to_main()
+
+
+def source_run_dir(method, variant, seed, model=MODEL):
+    """The folder holding a run's results: the main run's, for an arm that acts as the main
+    run (`arms_equal_to_main`) on one of the main seeds; otherwise the run's own."""
+    if (method, variant) in SAME_AS_MAIN and seed in config["seeds"]:
+        return run_dir(method, MAIN, seed, model)
+    return run_dir(method, variant, seed, model)
+
+
+def edit_config_file(method, variant, seed, model=MODEL):
+    """A run's full settings, written by rule config_edit."""
+    return f"results/{model}/config/edit/{method}/{variant}/seed~{seed}.json"
+
+
 def check_edit_dtype():
     """A model held below float32 is edited only with model.allow_low_precision_edits."""
     model = config["model"]
@@ -653,13 +698,26 @@ RUN_FILES = ["metrics.json", "curve.json", "timing.json", "hidden.npz"]
 
 
 def get_run_files(wildcards):
-    """Every run's result files, for the collection step."""
-    return [f"{run_dir(m, v, s, wildcards.model)}/{f}" for m, v, s in all_runs() for f in RUN_FILES]
+    """Every run's result files, for the collection step; an arm that reuses its main run adds
+    its own settings file instead (the study labels the run with it)."""
+    files = []
+    for m, v, s in all_runs():
+        source = source_run_dir(m, v, s, wildcards.model)
+        files += [f"{source}/{f}" for f in RUN_FILES]
+        if source != run_dir(m, v, s, wildcards.model):
+            files.append(edit_config_file(m, v, s, wildcards.model))
+    return list(dict.fromkeys(files))
 
 
 def get_run_dirs(wildcards, input):
-    """The run folders in study order (main comparison, then ablations), for `seqedit collect`."""
-    return " ".join(dict.fromkeys(os.path.dirname(p) for p in input.runs))
+    """The runs in study order (main comparison, controls, then ablations), for `seqedit collect`:
+    a run folder, or MAIN_FOLDER@ARM_SETTINGS for an arm that reuses its main run."""
+    runs = []
+    for m, v, s in all_runs():
+        source = source_run_dir(m, v, s, wildcards.model)
+        own = source == run_dir(m, v, s, wildcards.model)
+        runs.append(source if own else f"{source}@{edit_config_file(m, v, s, wildcards.model)}")
+    return " ".join(dict.fromkeys(runs))
 
 
 def report_extra_input():
@@ -761,7 +819,7 @@ def tracing_output():
 
 
 def get_final_output():
-    final = [f"{run_dir(m, v, s)}/metrics.json" for m, v, s in all_runs()]
+    final = list(dict.fromkeys(f"{source_run_dir(m, v, s)}/metrics.json" for m, v, s in all_runs()))
     final += tracing_output()
     final += knowledge_check_input()
     final += expand("figures/{model}_{figure}.{ext}", model=MODEL, figure=FIGURES, ext=["png", "pdf"])

@@ -5,6 +5,11 @@ provenance), curve.json (points, drift, per-round info), timing.json and hidden.
 collected file keeps, per run, what the figures and the report need, in the order given
 (the workflow passes the main comparison first, then the matched controls, then the ablations
 in config order).
+
+An ablation arm whose settings act as the method's main run's (it states the value the method's
+file already sets) is not run again on a main seed: the workflow passes it as
+`MAIN_RUN_FOLDER@ARM_SETTINGS_FILE`, and its record is the main run's results under the arm's
+label, after checking that the two settings are the same run (`effective_settings`).
 """
 
 from __future__ import annotations
@@ -25,14 +30,43 @@ def _read(path: Path) -> dict:
         raise ValueError(f"{path} is not valid JSON ({e})") from None
 
 
+def _same_run(ran: dict, arm: dict, where: str) -> None:
+    """Refuse to label a run with settings it was not run with (method, seed, run settings and
+    effective hyperparameters must agree)."""
+    from seqedit.registry import effective_settings
+
+    method = ran.get("method", {}).get("name")
+    problems = []
+    if arm.get("method", {}).get("name") != method or arm.get("seed") != ran.get("seed"):
+        problems.append("method or seed")
+    elif ran.get("run") != arm.get("run"):
+        problems.append("run settings")
+    elif effective_settings(method, ran["method"]["hparams"]) != effective_settings(method, arm["method"]["hparams"]):
+        problems.append("hyperparameters")
+    for key in ("model", "evaluation"):
+        if ran.get(key) != arm.get(key):
+            problems.append(key)
+    if problems:
+        raise ValueError(f"{where}: the arm's {', '.join(problems)} differ from the run it would reuse")
+
+
 def load_run(run_dir: str | Path) -> dict:
-    """One run's record in the study file."""
+    """One run's record in the study file. `run_dir` is a run folder, or FOLDER@SETTINGS for an
+    ablation arm that reuses the run in FOLDER (SETTINGS: the arm's own settings file)."""
+    arm_file = None
+    if "@" in str(run_dir):
+        run_dir, arm_file = str(run_dir).rsplit("@", 1)
     d = Path(run_dir)
     metrics, curve, timing = _read(d / "metrics.json"), _read(d / "curve.json"), _read(d / "timing.json")
     cfg = metrics["config"]
+    if arm_file is not None:
+        arm = _read(Path(arm_file))
+        _same_run(cfg, arm, f"{arm_file} reusing {d}")
+        cfg = {**cfg, "variant": arm.get("variant"), "method": arm["method"]}
     variant = cfg.get("variant") or {"name": MAIN, "ablation": None, "value": None, "param": None, "title": None}
     return {
         "dir": str(d),
+        "reuses": str(d) if arm_file is not None else None,  # the main run this arm's record reuses
         "method": metrics["method"],
         "seed": metrics["seed"],
         "variant": variant["name"],
@@ -60,7 +94,7 @@ def collect(run_dirs: list[str | Path]) -> dict:
     if not run_dirs:
         raise ValueError("collect: no run folders given")
     runs = [load_run(d) for d in run_dirs]
-    first = json.loads((Path(run_dirs[0]) / "metrics.json").read_text())
+    first = json.loads((Path(str(run_dirs[0]).rsplit("@", 1)[0]) / "metrics.json").read_text())
     cfg = first["config"]
     main = [r for r in runs if r["variant"] == MAIN] or runs
     setup = {

@@ -260,6 +260,10 @@ def test_report_names_the_prepared_model_it_edited(study, tmp_path):
             "dequantized Q4_1 to float32, 134.5 M parameters)") in setup_text(prepared=prepared)
     assert "testbed" not in setup_text(prepared=prepared)
     assert "(the testbed GPT-2 trained by the workflow)" in setup_text()
+    assert setup_text().endswith(f"{len(s['runs'])} runs in all, ablations included.")
+    s["runs"][-2]["reuses"] = s["runs"][0]["dir"]  # an arm that took a main run: one run fewer
+    assert setup_text().endswith(f"{len(s['runs']) - 1} runs in all, ablations included; 1 ablation arm states "
+                                 "the method's own setting and takes its main run of the same seed.")
 
 
 def test_report_finds_the_figures_of_a_tagged_study(study, tmp_path):

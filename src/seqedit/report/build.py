@@ -181,7 +181,8 @@ def build_spec(study: dict, figures: list[str | Path], captions: list[str | Path
         return block
 
     groups = main_runs(study)
-    n_runs = len(study["runs"])
+    n_reused = sum(1 for r in study["runs"] if r.get("reuses"))  # ablation arms that take a main run
+    n_runs = len(study["runs"]) - n_reused
     setup_par = (
         f"Model: {model} ({_model_origin(setup['model'], prepared)}), "
         f"dtype {setup['model'].get('dtype', 'float32')} on {setup['model'].get('device', 'cpu')}. "
@@ -190,7 +191,9 @@ def build_spec(study: dict, figures: list[str | Path], captions: list[str | Path
         f"(at most {run.get('curve_max_records')} records per point) and all of them at the end. "
         f"Main comparison: {len(groups)} methods × seeds {', '.join(map(str, setup['seeds']))}; "
         f"{'each seed edits its own seeded sample of the records' if run.get('shuffle', True) else 'every seed edits the first records of the file'}. "
-        f"{n_runs} runs in all, ablations included."
+        f"{n_runs} runs in all, ablations included"
+        + (f"; {n_reused} ablation arm{'s state' if n_reused > 1 else ' states'} the method's own setting and "
+           f"{'take' if n_reused > 1 else 'takes'} its main run of the same seed." if n_reused else ".")
     )
     setup_blocks = [{"type": "paragraph", "text": setup_par}]
     if knowledge_check:

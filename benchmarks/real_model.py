@@ -13,7 +13,7 @@ time, as the reference implementations run it, which holds one request's activat
 `reference` holds the batch's), a fresh process loads the unedited model, builds the
 editor with `config/hparams/<method>/<hparams>.yaml` (`target_mode` and `v_loss_layer`
 overridden where the method has them; KN's `attribution_mode` is `fast` in the fast mode and
-`reference` in the others; FT-L and KNE run as their files say in every mode) and edits the
+`reference` in the others; FT-L and KNE have one code path and are timed in the fast mode only) and edits the
 first `--batch` requests of the seed's edit stream once. Only
 `edit_batch` is timed, split by wrapping the library functions it calls (exclusive time, nested
 calls counted once):
@@ -227,6 +227,15 @@ def make_inputs(args) -> common.Inputs:
                          threads=args.threads, seed=args.seed)
 
 
+def has_modes(method: str) -> bool:
+    """Whether a method's config offers the modes timed here (`target_mode` or KN's `attribution_mode`)."""
+    from dataclasses import fields
+
+    from seqedit.registry import get_method
+
+    return bool({f.name for f in fields(get_method(method)[0])} & {"target_mode", "attribution_mode"})
+
+
 def overrides(args, method: str, mode: str) -> dict:
     """The target settings this run overrides, for the methods that optimise target vectors
     (FT-L, KN and KNE have none, and run as their files say)."""
@@ -431,6 +440,10 @@ def main(argv=None) -> None:
         for method in methods:
             for mode in modes:
                 if mode != "fast" and method not in ref_methods:
+                    continue
+                if mode != "fast" and not has_modes(method):
+                    print(f"  {method:9s} {mode:9s} skipped: {method} has one code path (no target_mode, "
+                          "no attribution_mode)", flush=True)
                     continue
                 z_files[(method, mode)] = str(Path(tmp) / f"z-{method}-{mode}.pt")
                 r = run_worker(args, method, mode, stats_file, z_files[(method, mode)])

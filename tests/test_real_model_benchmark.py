@@ -120,3 +120,24 @@ def test_kn_flops_of_the_last_layer_are_a_forward_and_the_unembedding(real_model
     every = KNEditor(KNConfig(steps=5), tiny_model, tiny_tokenizer, spec)
     g = real_model.kn_flops(tiny_model, tiny_tokenizer, spec, requests, every)["flop_per_edit"]
     assert f["flop_per_edit"]["fast"] < g["fast"] < g["reference"]
+
+
+def test_every_mode_timed_reaches_the_method_config(real_model):
+    """A run labelled `reference` must run the reference code: each method either takes the mode into
+    its config (target_mode, or KN's attribution_mode) or is timed in the fast mode only."""
+    import argparse
+
+    from seqedit.registry import available_methods, build_config, get_method
+
+    args = argparse.Namespace(v_loss_layer=29, steps=None)
+    one_path = set()
+    for method in available_methods():
+        if not real_model.has_modes(method):
+            one_path.add(method)
+            continue
+        for mode in real_model.MODES:
+            cfg = build_config(get_method(method)[0], real_model.overrides(args, method, mode), method)
+            acts = getattr(cfg, "target_mode", None) or getattr(cfg, "attribution_mode")
+            assert acts == ("fast" if mode == "fast" else "per_request" if mode == "per_request" and
+                            hasattr(cfg, "target_mode") else "reference"), (method, mode)
+    assert one_path == {"ft_l", "kne"}

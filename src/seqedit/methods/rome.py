@@ -34,6 +34,7 @@ from seqedit.core.hooks import capture
 from seqedit.core.keys import collect_keys
 from seqedit.core.prompts import build_batch
 from seqedit.core.solve import NumericalError
+from seqedit.core.targets import MODES as TARGET_MODES
 from seqedit.core.targets import TargetConfig, optimize_targets
 from seqedit.core.templates import flatten, generate_context_templates
 from seqedit.methods.base import Editor
@@ -51,8 +52,11 @@ class ROMEConfig:
     v_loss_layer: int = -1  # informational: the loss is read from the final logits
     mom2_adjustment: bool = True  # u = C⁻¹ k* (needs layer statistics) instead of u = k*
     context_template_length_params: list[list[int]] = field(default_factory=lambda: [[5, 10], [10, 10]])
+    target_mode: str = "fast"  # "fast" | "reference" (alias "batched") | "per_request" (core/targets.py)
 
     def __post_init__(self):
+        if self.target_mode not in TARGET_MODES:
+            raise ValueError(f"target_mode must be one of {list(TARGET_MODES)}, got {self.target_mode!r}")
         if len(self.layers) != 1:
             raise ValueError(f"ROME edits exactly one layer, got layers={self.layers}")
         if self.v_num_grad_steps < 1:
@@ -129,7 +133,8 @@ class ROMEEditor(Editor):
         w_start = self.spec.out_weight(self.model, l).detach().clone()
         records, self.last_updates = [], []
         for r in requests:  # every request, in order, each on the model as edited so far
-            z, zlog = optimize_targets(self.model, self.tokenizer, self.spec, [r], templates, cfg.target_config())
+            z, zlog = optimize_targets(self.model, self.tokenizer, self.spec, [r], templates, cfg.target_config(),
+                                       mode=cfg.target_mode)
             v_star = z[0]  # (d_model,)
             k_star = collect_keys(self.model, self.tokenizer, self.spec, [l], [r], flat)[l][:, 0]  # (d_ff,)
             u = self.left_vector(k_star, round_).float()  # (d_ff,)

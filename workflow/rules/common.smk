@@ -491,9 +491,13 @@ def source_run_dir(method, variant, seed, model=MODEL):
     return run_dir(method, variant, seed, model)
 
 
+# A run's full settings: written by rule config_edit, read by rule edit_run (and by the collection
+# for an arm that reuses a main run).
+EDIT_CONFIG = "results/{model}/config/edit/{method}/{variant}/seed~{seed}.json"
+
+
 def edit_config_file(method, variant, seed, model=MODEL):
-    """A run's full settings, written by rule config_edit."""
-    return f"results/{model}/config/edit/{method}/{variant}/seed~{seed}.json"
+    return EDIT_CONFIG.format(model=model, method=method, variant=variant, seed=seed)
 
 
 def check_edit_dtype():

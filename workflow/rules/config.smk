@@ -22,7 +22,7 @@ rule config_stage:
 # Sections of one edit run: the method's merged hyperparameters, the variant's overrides, the seed.
 use rule config_stage as config_edit with:
     output:
-        "results/{model}/config/edit/{method}/{variant}/seed~{seed}.json",
+        EDIT_CONFIG,
     params:
         sections=get_edit_sections,
     log:

@@ -3,7 +3,7 @@
 # The run manages {out_dir}/checkpoint/ itself, so a failed or interrupted run resumes.
 rule edit_run:
     input:
-        config="results/{model}/config/edit/{method}/{variant}/seed~{seed}.json",
+        config=EDIT_CONFIG,
         model=model_input(),
         stats=rules.stats_collect.output.stats,
         records=records_path(),

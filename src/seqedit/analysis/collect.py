@@ -50,17 +50,20 @@ def _same_run(ran: dict, arm: dict, where: str) -> None:
         raise ValueError(f"{where}: the arm's {', '.join(problems)} differ from the run it would reuse")
 
 
+def _split(entry: str | Path) -> tuple[Path, Path | None]:
+    """A run entry: FOLDER, or FOLDER@SETTINGS for an ablation arm that reuses the run in FOLDER."""
+    folder, _, settings = str(entry).partition("@")
+    return Path(folder), Path(settings) if settings else None
+
+
 def load_run(run_dir: str | Path) -> dict:
     """One run's record in the study file. `run_dir` is a run folder, or FOLDER@SETTINGS for an
     ablation arm that reuses the run in FOLDER (SETTINGS: the arm's own settings file)."""
-    arm_file = None
-    if "@" in str(run_dir):
-        run_dir, arm_file = str(run_dir).rsplit("@", 1)
-    d = Path(run_dir)
+    d, arm_file = _split(run_dir)
     metrics, curve, timing = _read(d / "metrics.json"), _read(d / "curve.json"), _read(d / "timing.json")
     cfg = metrics["config"]
     if arm_file is not None:
-        arm = _read(Path(arm_file))
+        arm = _read(arm_file)
         _same_run(cfg, arm, f"{arm_file} reusing {d}")
         cfg = {**cfg, "variant": arm.get("variant"), "method": arm["method"]}
     variant = cfg.get("variant") or {"name": MAIN, "ablation": None, "value": None, "param": None, "title": None}
@@ -94,7 +97,7 @@ def collect(run_dirs: list[str | Path]) -> dict:
     if not run_dirs:
         raise ValueError("collect: no run folders given")
     runs = [load_run(d) for d in run_dirs]
-    first = json.loads((Path(str(run_dirs[0]).rsplit("@", 1)[0]) / "metrics.json").read_text())
+    first = json.loads((_split(run_dirs[0])[0] / "metrics.json").read_text())
     cfg = first["config"]
     main = [r for r in runs if r["variant"] == MAIN] or runs
     setup = {

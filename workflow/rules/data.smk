@@ -39,7 +39,8 @@ rule data_fetch:
 
 
 # The records the study uses (data.source counterfact or zsre): the first data.limit records of
-# the benchmark file, read by the corpus, the knowledge check and every edit run.
+# the benchmark file, read by the corpus, the knowledge check and every edit run. It reruns when
+# the file's content changes (params.sha256), not when a copy only gives it a newer timestamp.
 rule data_subset:
     input:
         benchmark_file,
@@ -47,6 +48,7 @@ rule data_subset:
         records="data/{source}/records.json",
     params:
         args=subset_args,
+        sha256=benchmark_digest,
     log:
         "logs/data_subset/{source}.log",
     benchmark:

@@ -303,7 +303,8 @@ def cmd_report(args) -> None:
     if args.stats_config:
         from seqedit.analysis.deviations import deviations
 
-        devs = deviations(study, opt(args.stats_config).get("stats"), args.hparams_dir, args.hparams_model)
+        devs = deviations(study, opt(args.stats_config).get("stats"), args.hparams_dir, args.hparams_model,
+                          opt(args.known))
     prepared = opt(Path(args.model_dir) / "provenance.json") if args.model_dir else None
     spec = build_spec(study, args.figures, args.captions, opt(args.knowledge_check), opt(args.known),
                       opt(args.tracing), args.tracing_figure, devs, prepared=prepared)

@@ -73,3 +73,13 @@ def test_report_section_counts_the_deviations():
     assert len(table["rows"]) == len(rows) and [r[3] for r in table["rows"]] == ["yes", "no", "yes"]
     assert section["blocks"][0]["text"].startswith("2 of 3 aspects")
     assert deviations_section(None) == []
+
+
+def test_streams_of_known_records_are_a_deviation_with_their_counts():
+    known = {"tried": 1454, "known": 1114, "known_fraction": 1114 / 1454}
+    rows = by_aspect(deviations(study(model="smollm2-135m"), None, known=known))
+    assert rows["Records edited"] == {
+        "aspect": "Records edited", "papers": PAPER["records"], "deviates": True,
+        "here": "seeded streams from the 1114 of 1454 records the unedited model knows "
+                "(true object preferred on the rewrite prompt)"}
+    assert "Records edited" not in by_aspect(deviations(study(), None))

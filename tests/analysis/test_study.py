@@ -156,10 +156,12 @@ def test_report_contains_every_figure_table_and_claim(study, tmp_path):
     html, pdf = tmp_path / "report.html", tmp_path / "report.pdf"
     stats_config = tmp_path / "stats.json"
     stats_config.write_text(json.dumps({"stats": {"source": "corpus", "n_samples": 500, "max_length": 32}}))
+    known = tmp_path / "known.json"
+    known.write_text(json.dumps({"tried": 300, "known": 221, "known_fraction": 221 / 300}))
     proc = subprocess.run([sys.executable, "-m", "seqedit.cli", "report", "--study", str(study), "--figures",
                            *map(str, figs), "--captions", *map(str, captions), "--stats-config", str(stats_config),
                            "--hparams-dir", str(REPO / "config" / "hparams"), "--hparams-model", "toy",
-                           "--html", str(html), "--pdf", str(pdf)],
+                           "--known", str(known), "--html", str(html), "--pdf", str(pdf)],
                           capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr[-3000:]
     text = html.read_text()
@@ -170,6 +172,8 @@ def test_report_contains_every_figure_table_and_claim(study, tmp_path):
     plain = html_unescape(text)
     assert "Deviations from the papers' protocols" in plain
     assert "the world's corpus, 500 texts of at most 32 tokens" in plain  # read from the statistics config
+    assert "221 of 300 tried (73.7 %)" in plain  # the setup's known-records counts
+    assert "seeded streams from the 221 of 300 records the unedited model knows" in plain  # and the deviation
     spec = build_spec(s, figs, captions)
     tables = [b for sec in spec["sections"] for b in sec["blocks"] if b["type"] == "table"]
     assert len(tables) == 6  # hyperparameters, results, ablations, hidden shift, cost, claims

@@ -26,6 +26,7 @@ PAPER = {
     "stats_n_samples": 100_000,
     "kn_steps": 20,
     "nmke_batch_size": 1,
+    "records": "the first 2000 records of MEMIT's multi_counterfact.json (or zsRE), whether the model knows them or not",
 }
 # Settings that change no number a method computes (bookkeeping, informational or unused keys).
 IGNORED_HPARAMS = {"v_loss_layer", "progress"}
@@ -61,11 +62,12 @@ def paper_hparams(hparams_dir: str | Path, method: str, model: str) -> dict | No
 
 
 def deviations(study: dict, stats: dict | None = None, hparams_dir: str | Path | None = None,
-               hparams_model: str | None = None) -> list[dict]:
+               hparams_model: str | None = None, known: dict | None = None) -> list[dict]:
     """[{aspect, papers, here, deviates}] for `study` (a study.json), `stats` (the `stats` section
-    of the statistics stage config) and, under `hparams_dir`, the papers' hyperparameter files of
-    `hparams_model` where it is one of the papers' models, else of Llama3-8B (hyperparameter rows
-    only where those files exist)."""
+    of the statistics stage config), `known` (the known-records counts, when the streams were
+    drawn from the records the model knows) and, under `hparams_dir`, the papers' hyperparameter
+    files of `hparams_model` where it is one of the papers' models, else of Llama3-8B
+    (hyperparameter rows only where those files exist)."""
     paper_model = hparams_model if hparams_model in PAPER_MODELS else "llama3-8b"
     setup = study["setup"]
     model, run = setup.get("model", {}), setup.get("run", {})
@@ -83,6 +85,10 @@ def deviations(study: dict, stats: dict | None = None, hparams_dir: str | Path |
     n, b = run.get("n_edits"), run.get("batch_size")
     row("Edit stream", f"{PAPER['n_edits']} edits in batches of {PAPER['batch_size']} (NSE, AlphaEdit, MEMIT rows)",
         f"{n} edits in batches of {b}", (n, b) != (PAPER["n_edits"], PAPER["batch_size"]))
+    if known is not None:
+        row("Records edited", PAPER["records"],
+            f"seeded streams from the {known['known']} of {known['tried']} records the unedited model knows "
+            "(true object preferred on the rewrite prompt)", True)
     here = _stats_here(stats)
     if here is not None:
         row("Layer statistics E[kkᵀ]", PAPER["stats"], here,

@@ -86,6 +86,8 @@ def test_mean_ci_matches_hand_computation():
     assert (m, n) == (2.0, 3) and h == pytest.approx(4.303 * 1.0 / math.sqrt(3), rel=1e-6)
     assert mean_ci([5.0]) == (5.0, None, 1) and mean_ci([None]) == (None, None, 0)
     assert fmt_ci(2.0, h) == "2.0 ± 2.5" and fmt_ci(None, None) == "–"
+    assert fmt_ci(1.1508e38, None) == "1.15e+38" and fmt_ci(9328.6, 12.34) == "9328.6 ± 12.3"
+    assert fmt_ci(2.5e6, 3.0e5) == "2.50e+06 ± 3.00e+05"
 
 
 def test_collect_keeps_order_variants_and_setup(study_dirs):
@@ -326,3 +328,25 @@ def test_an_arm_equal_to_its_main_run_reuses_it_under_its_own_label(study_dirs, 
         settings.write_text(json.dumps({**arm, **change}))
         with pytest.raises(ValueError, match=f"{settings.name} reusing .* differ from the run it would reuse"):
             collect([f"{main}@{settings}"])
+
+
+def test_perplexity_curves_are_drawn_on_a_log_axis(monkeypatch, tmp_path):
+    from seqedit.figures import edit_curves
+
+    def run(method, seed, ppl):
+        points = [{"n_edits": n, "efficacy": 90.0, "perplexity": p} for n, p in zip((0, 10, 20), ppl)]
+        return {"method": method, "seed": seed, "variant": "main", "points": points}
+
+    study = {"setup": {"seeds": [0, 1]},
+             "runs": [run("memit", 0, (400.0, 450.0, 500.0)), run("memit", 1, (410.0, 470.0, 530.0)),
+                      run("kn", 0, (400.0, 1e20, 1e38)), run("kn", 1, (410.0, 1e10, 1e30))]}
+    figures = []
+    monkeypatch.setattr(edit_curves, "save", lambda fig, *args: figures.append(fig))
+    edit_curves.plot(study, tmp_path, "toy")
+    (fig,) = figures
+    axes = {ax.get_title(): ax for ax in fig.axes}
+    assert axes["Held-out perplexity"].get_yscale() == "log"
+    assert axes["Efficacy"].get_yscale() == "linear" and axes["Efficacy"].get_ylim() == (-3, 103)
+    # KN's band reaches below 0 in linear terms; its lower edge stays at the mean, above 0, on the log axis
+    band = [c for c in axes["Held-out perplexity"].collections if len(c.get_paths())][1]
+    assert band.get_paths()[0].vertices[:, 1].min() > 0

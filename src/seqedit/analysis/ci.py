@@ -33,8 +33,13 @@ def mean_ci(values: Iterable[float | None]) -> tuple[float | None, float | None,
     return mean, t975(n - 1) * sd / math.sqrt(n), n
 
 
+# From here on a value is written in powers of ten: the perplexity of a collapsed model runs to 1e38.
+LARGE = 1e6
+
+
 def fmt_ci(mean: float | None, half: float | None, digits: int = 1) -> str:
-    """'93.8 ± 2.1', '93.8' (one seed) or '–' (missing)."""
+    """'93.8 ± 2.1', '93.8' (one seed), '1.15e+38' (a mean from LARGE on) or '–' (missing)."""
     if mean is None:
         return "–"
-    return f"{mean:.{digits}f}" if half is None else f"{mean:.{digits}f} ± {half:.{digits}f}"
+    spec = f".{digits + 1}e" if abs(mean) >= LARGE else f".{digits}f"
+    return f"{mean:{spec}}" if half is None else f"{mean:{spec}} ± {half:{spec}}"

@@ -11,6 +11,10 @@ from seqedit.analysis.ci import mean_ci
 from seqedit.figures.common import METRIC_LABEL, METRICS, UNBOUNDED, color, label, main_runs, save
 
 
+# Perplexity spans orders of magnitude once a method breaks the model (KN's reaches 1e38).
+LOG_SCALE = {"perplexity"}
+
+
 def curve_stats(runs: list[dict], metric: str) -> tuple[list[int], list[float], list[float]]:
     """x (edits), mean and 95% half-width over seeds at each evaluated point (0 for one seed)."""
     by_x = defaultdict(list)
@@ -32,12 +36,17 @@ def plot(study: dict, out_dir, model: str):
             xs, mean, half = curve_stats(runs, metric)
             if not xs:
                 continue
+            low = [m - h for m, h in zip(mean, half)]
+            if metric in LOG_SCALE:  # the band's lower edge where it stays above 0
+                low = [lo if lo > 0 else m for lo, m in zip(low, mean)]
             ax.plot(xs, mean, marker="o", ms=3, color=color(method), label=label(method))
-            ax.fill_between(xs, [m - h for m, h in zip(mean, half)], [m + h for m, h in zip(mean, half)],
-                            color=color(method), alpha=0.18, linewidth=0)
+            ax.fill_between(xs, low, [m + h for m, h in zip(mean, half)], color=color(method), alpha=0.18,
+                            linewidth=0)
         ax.set_xlabel("number of edits")
         ax.set_title(METRIC_LABEL[metric])
-        if metric not in UNBOUNDED:
+        if metric in LOG_SCALE:
+            ax.set_yscale("log")
+        elif metric not in UNBOUNDED:
             ax.set_ylim(-3, 103)
         ax.grid(alpha=0.3)
     n_seeds = len(study["setup"]["seeds"])

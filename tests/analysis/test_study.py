@@ -240,7 +240,12 @@ def test_report_shows_known_counts_and_the_tracing_figure_beside_the_edited_laye
     assert blocks[1] == {"type": "figure", "path": str(tr_png), "caption": "causal tracing"}
     assert "on 5 known facts (9 known of the first 12 checked)" in blocks[0]["text"]
     assert "Peak at layer 1" in blocks[0]["text"] and "[0, 1]" in blocks[0]["text"]
-    assert "MEMIT edits [1, 2]" in blocks[0]["text"]
+    assert "MEMIT edits [1, 2]" in blocks[0]["text"] and "leaves out" not in blocks[0]["text"]
+    for skip, words in ((1, "leaves out the first 1 layer;"), (2, "leaves out the first 2 layers;")):
+        skipped = {**tr, "settings": {**tr["settings"], "skip_layers": skip}}
+        text = build_spec(s, figs, [], known=known, tracing=skipped, tracing_figure=tr_png)["sections"][
+            headings.index("Causal tracing")]["blocks"][0]["text"]
+        assert f"Peak at layer 1 (ROME's layer), among the layers whose restored window {words}" in text
     no_extra = build_spec(s, figs, [])
     assert "Causal tracing" not in [sec["heading"] for sec in no_extra["sections"]]
     assert not any("tried" in b.get("text", "") for sec in no_extra["sections"] for b in sec["blocks"])
@@ -350,3 +355,22 @@ def test_perplexity_curves_are_drawn_on_a_log_axis(monkeypatch, tmp_path):
     # KN's band reaches below 0 in linear terms; its lower edge stays at the mean, above 0, on the log axis
     band = [c for c in axes["Held-out perplexity"].collections if len(c.get_paths())][1]
     assert band.get_paths()[0].vertices[:, 1].min() > 0
+
+
+@pytest.mark.parametrize("metrics, shape", [(["efficacy", "specificity"], (1, 2)),
+                                            (["efficacy", "generalization", "specificity", "fluency"], (2, 2)),
+                                            (["efficacy", "generalization", "specificity", "fluency", "efficacy_gen",
+                                              "generalization_gen", "specificity_gen", "perplexity",
+                                              "heldout_accuracy"], (3, 3))])
+def test_curve_panels_fill_a_near_square_grid(monkeypatch, tmp_path, metrics, shape):
+    from seqedit.figures import edit_curves
+
+    points = [{"n_edits": n, **{m: 50.0 + n for m in metrics}} for n in (0, 10)]
+    study = {"setup": {"seeds": [0]}, "runs": [{"method": "memit", "seed": 0, "variant": "main", "points": points}]}
+    figures = []
+    monkeypatch.setattr(edit_curves, "save", lambda fig, *args: figures.append(fig))
+    edit_curves.plot(study, tmp_path, "toy")
+    (fig,) = figures
+    assert [ax.get_title() for ax in fig.axes] == [edit_curves.METRIC_LABEL[m] for m in metrics]
+    assert {ax.get_subplotspec().get_geometry()[:2] for ax in fig.axes} == {shape}
+    assert fig.axes[-1].get_legend() is not None and all(ax.get_legend() is None for ax in fig.axes[:-1])

@@ -89,7 +89,7 @@ def memit_window(peak: int, n: int, lowest: int = 0) -> list[int]:
 
 
 def peak_layer(effect: list[float], window: int, skip_layers: int = 0) -> int:
-    """The layer of the largest effect among those whose window restores none of the first
+    """The layer of the largest effect among those whose restored window leaves out the first
     `skip_layers` layers."""
     n_layers = len(effect)
     candidates = [l for l in range(n_layers) if window_layers(l, window, n_layers)[0] >= skip_layers]

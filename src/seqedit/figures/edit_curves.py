@@ -3,6 +3,7 @@ generated success and the general-capability probes where the runs have them."""
 
 from __future__ import annotations
 
+import math
 from collections import defaultdict
 
 import matplotlib.pyplot as plt
@@ -30,8 +31,14 @@ def curve_stats(runs: list[dict], metric: str) -> tuple[list[int], list[float], 
 def plot(study: dict, out_dir, model: str):
     groups = main_runs(study)
     metrics = [m for m in METRICS if any(p.get(m) is not None for rs in groups.values() for r in rs for p in r["points"])]
-    fig, axes = plt.subplots(1, len(metrics), figsize=(4.2 * len(metrics), 3.6), squeeze=False)
-    for ax, metric in zip(axes[0], metrics):
+    # A near-square grid: nine panels side by side would not fit a page.
+    ncols = math.ceil(math.sqrt(len(metrics)))
+    nrows = math.ceil(len(metrics) / ncols)
+    fig, grid = plt.subplots(nrows, ncols, figsize=(4.2 * ncols, 3.6 * nrows), squeeze=False)
+    axes = list(grid.flat)
+    for ax in axes[len(metrics):]:
+        ax.remove()
+    for ax, metric in zip(axes, metrics):
         for method, runs in groups.items():
             xs, mean, half = curve_stats(runs, metric)
             if not xs:
@@ -50,7 +57,8 @@ def plot(study: dict, out_dir, model: str):
             ax.set_ylim(-3, 103)
         ax.grid(alpha=0.3)
     n_seeds = len(study["setup"]["seeds"])
-    axes[0][0].set_ylabel(f"% (mean, 95% CI over {n_seeds} seed{'s' if n_seeds > 1 else ''})")
-    axes[0][-1].legend(fontsize=8, loc="best")
+    for row in grid:
+        row[0].set_ylabel(f"% (mean, 95% CI over {n_seeds} seed{'s' if n_seeds > 1 else ''})")
+    axes[len(metrics) - 1].legend(fontsize=8, loc="best")
     fig.tight_layout()
     return save(fig, out_dir, model, "edit_curves")

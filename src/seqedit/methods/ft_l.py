@@ -126,5 +126,6 @@ class FTLEditor(Editor):
 
 register_method(
     "ft_l", FTLConfig, FTLEditor, label="FT-L", kind="baseline",
-    description="FT-L: fine-tunes one FFN output matrix on the new fact, each entry kept within an L∞ ball around its original value.",
+    description=("FT-L: fine-tunes one FFN output matrix on the new fact; with norm_constraint set, each entry "
+                 "stays within that L∞ distance of its value before the batch."),
 )

@@ -148,7 +148,8 @@ def tracing_blocks(tracing: dict, tracing_figure: str | Path, caption: str, setu
     edited = {m: setup["hparams"].get(m, {}).get("layers") for m in ("rome", "memit") if m in setup["hparams"]}
     used = "; ".join(f"{label(m)} edits {v}" for m, v in edited.items() if v is not None)
     skip = int(tracing.get("settings", {}).get("skip_layers") or 0)
-    skipped = f", among the layers whose window restores none of the first {skip}" if skip else ""
+    skipped = (f", among the layers whose restored window leaves out the first {skip} layer{'s' if skip > 1 else ''}"
+               if skip else "")
     text = (f"Indirect effect of the {'MLP' if tracing.get('kind', 'mlp') == 'mlp' else 'block'} output at the "
             f"subject's last token on {c['traced']} known facts ({c['known']} known of the first {c['checked']} checked). "
             f"Peak at layer {tracing['peak_layer']} (ROME's layer){skipped}; MEMIT's window ending there: "

@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import math
-
-import matplotlib.pyplot as plt
 import numpy as np
 
 from seqedit.analysis.ci import fmt_ci, mean_ci
-from seqedit.figures.common import ablation_runs, empty_panel, label, ordered, save
+from seqedit.figures.common import ablation_runs, empty_panel, label, ordered, panel_grid, save
 
 SHOWN = ["efficacy", "generalization", "specificity"]
 MARKERS = {"efficacy": "o", "generalization": "s", "specificity": "^"}
@@ -33,10 +30,7 @@ def table(study: dict) -> dict:
 
 def plot(study: dict, out_dir, model: str):
     abl = ablation_runs(study)
-    n = max(len(abl), 1)
-    cols = min(3, n)
-    rows = math.ceil(n / cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(4.6 * cols, 3.4 * rows), squeeze=False)
+    fig, axes = panel_grid(len(abl), 3, 4.6, 3.4)
     flat = list(axes.flat)
     if not abl:
         empty_panel(flat[0], "no ablations configured")

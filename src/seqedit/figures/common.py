@@ -79,6 +79,14 @@ def save(fig, out_dir: str | Path, model: str, name: str) -> list[Path]:
     return paths
 
 
+def panel_grid(n: int, cols: int, width: float, height: float):
+    """A figure of `n` panels (at least one) in rows of at most `cols`, each `width` x `height`
+    inches: (figure, (rows, cols) array of axes)."""
+    cols = max(1, min(cols, n))
+    rows = -(-max(n, 1) // cols)
+    return plt.subplots(rows, cols, figsize=(width * cols, height * rows), squeeze=False)
+
+
 def empty_panel(ax, text: str) -> None:
     ax.text(0.5, 0.5, text, ha="center", va="center", wrap=True, fontsize=10, transform=ax.transAxes)
     ax.set_axis_off()

@@ -6,10 +6,8 @@ from __future__ import annotations
 import math
 from collections import defaultdict
 
-import matplotlib.pyplot as plt
-
 from seqedit.analysis.ci import mean_ci
-from seqedit.figures.common import METRIC_LABEL, METRICS, UNBOUNDED, color, label, main_runs, save
+from seqedit.figures.common import METRIC_LABEL, METRICS, UNBOUNDED, color, label, main_runs, panel_grid, save
 
 
 # Perplexity spans orders of magnitude once a method breaks the model (KN's reaches 1e38).
@@ -32,9 +30,7 @@ def plot(study: dict, out_dir, model: str):
     groups = main_runs(study)
     metrics = [m for m in METRICS if any(p.get(m) is not None for rs in groups.values() for r in rs for p in r["points"])]
     # A near-square grid: nine panels side by side would not fit a page.
-    ncols = math.ceil(math.sqrt(len(metrics)))
-    nrows = math.ceil(len(metrics) / ncols)
-    fig, grid = plt.subplots(nrows, ncols, figsize=(4.2 * ncols, 3.6 * nrows), squeeze=False)
+    fig, grid = panel_grid(len(metrics), math.ceil(math.sqrt(len(metrics))), 4.2, 3.6)
     axes = list(grid.flat)
     for ax in axes[len(metrics):]:
         ax.remove()

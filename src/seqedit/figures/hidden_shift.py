@@ -8,10 +8,9 @@ whose facts were not edited.
 
 from __future__ import annotations
 
-import matplotlib.pyplot as plt
 import numpy as np
 
-from seqedit.figures.common import empty_panel, label, main_runs, save
+from seqedit.figures.common import empty_panel, label, main_runs, panel_grid, save
 
 
 def pca_fit(x: np.ndarray, k: int = 2) -> tuple[np.ndarray, np.ndarray]:
@@ -40,10 +39,7 @@ def shifts(study: dict) -> dict[str, dict[str, float]]:
 def plot(study: dict, out_dir, model: str):
     groups = main_runs(study)
     methods = [m for m, rs in groups.items() if rs[0].get("hidden")]
-    n = max(len(methods), 1)
-    cols = min(4, n)
-    rows = -(-n // cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(3.4 * cols, 3.2 * rows), squeeze=False)
+    fig, axes = panel_grid(len(methods), 4, 3.4, 3.2)
     flat = list(axes.flat)
     if not methods:
         empty_panel(flat[0], "no hidden-state probes in this study")

@@ -8,6 +8,8 @@
     seqedit check-knowledge --config CFG --model M --records FILE --kind K --out JSON
     seqedit stats           --config CFG --model M [--corpus TXT] --out FILE.pt
     seqedit edit            --config CFG --model M --stats FILE.pt --records FILE --kind K --out-dir DIR
+                            [--restore-from ARCHIVE]
+    seqedit archive         --runs results/<model>/edit --out ARCHIVE
     seqedit trace           --config CFG --model M --records FILE --kind K --out tracing.json
     seqedit prepare-model   --config CFG --out DIR [--download-dir DIR]
     seqedit known           --config CFG --model M --records FILE --kind K --out JSON --records-out FILE
@@ -180,7 +182,30 @@ def _add_capability_probe(eval_cfg: dict, model, tok, all_records, stream) -> No
     print(f"capability probe: {len(probe.facts)} held-out known facts, {len(probe.texts)} texts ({probe.text_source})")
 
 
+def _restored(args, cfg: dict, stats) -> tuple[bool, dict]:
+    """(restored, digests): the run's input digests, and whether --restore-from held a finished run
+    with the same ones, now copied into --out-dir."""
+    from seqedit.archive import input_digests, restore
+
+    digests = input_digests(cfg, args.model, stats, args.records)
+    if not args.restore_from:
+        return False, digests
+    done, why = restore(args.restore_from, args.out_dir, digests)
+    print(f"{'restored' if done else 'not restored'}: {why}", file=sys.stderr)
+    return done, digests
+
+
+def cmd_archive(args) -> None:
+    from seqedit.archive import pack
+
+    packed, skipped = pack(args.runs, args.out)
+    for run in skipped:
+        print(f"skipped {run}: not finished, or run without inputs.json", file=sys.stderr)
+    print(f"{len(packed)} runs packed into {args.out}")
+
+
 def cmd_edit(args) -> None:
+    from seqedit.archive import INPUTS
     from seqedit.core.context import check_records_fit
     from seqedit.core.stats import LayerStats
     from seqedit.data.stream import edit_stream
@@ -205,15 +230,19 @@ def cmd_edit(args) -> None:
     # the consistency metric's reference texts and idf come from the whole file, the same for every seed
     eval_cfg = prepare_evaluation(section(cfg, "evaluation"), records)
     all_records, records = records, edit_stream(records, run.n_edits, seed, run.shuffle)
+    stats = LayerStats.load(args.stats) if args.stats else None
+    restored, digests = _restored(args, cfg, stats)
+    if restored:
+        return
     seed_everything(seed)
     model, tok = _load(cfg, args.model)
     check_records_fit(model, tok, records, _generation_length(section(cfg, "evaluation")))
     _add_capability_probe(eval_cfg, model, tok, all_records, records)
-    stats = LayerStats.load(args.stats) if args.stats else None
     check_edit_dtype(model, build(ModelConfig, section(cfg, "model"), "model").allow_low_precision_edits)
     editor = editor_cls(hp, model, tok, spec_for(model), stats, seed=seed)
     metrics = run_sequential(model, tok, records, editor, run, eval_cfg, args.out_dir, cfg,
                              seed=seed, progress=not args.quiet)
+    write_json(Path(args.out_dir) / INPUTS, digests)  # what `seqedit archive` checks a later restore against
     f = metrics["final"]
     print(f"{method['name']} after {metrics['n_edits']} edits: efficacy {f['efficacy']:.1f}, "
           f"generalization {f['generalization']:.1f}, specificity {f['specificity']:.1f}")
@@ -350,7 +379,14 @@ def parser() -> argparse.ArgumentParser:
     add("train-testbed", cmd_train_testbed, "corpus", "out")
     add("check-knowledge", cmd_check_knowledge, "model", "records", "kind", "out")
     add("stats", cmd_stats, "model", "corpus", "out", optional=("corpus",))  # corpus: with stats.source corpus
-    add("edit", cmd_edit, "model", "stats", "records", "kind", "out-dir", optional=("stats",))
+    s = add("edit", cmd_edit, "model", "stats", "records", "kind", "out-dir", optional=("stats",))
+    s.add_argument("--restore-from", default=None,
+                   help="an archive of finished runs (seqedit archive): take the run from it when its inputs match")
+    s = sub.add_parser("archive", help="copy the finished runs of a study's edit folder into an archive folder")
+    s.add_argument("--runs", required=True, help="the study's edit folder, results/<model>/edit")
+    s.add_argument("--out", required=True)
+    s.add_argument("--quiet", action="store_true", help="accepted for symmetry with the other stages")
+    s.set_defaults(fn=cmd_archive, threads=None)
     add("trace", cmd_trace, "model", "records", "kind", "out")
     add("known", cmd_known, "model", "records", "kind", "out", "records-out")
     add("prepare-model", cmd_prepare_model, "out", "download-dir", optional=("download-dir",))

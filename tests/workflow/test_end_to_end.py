@@ -112,3 +112,33 @@ def test_second_run_does_no_work(toy_run):
     proc = snakemake(toy_run)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "Nothing to be done" in proc.stdout + proc.stderr
+
+
+def test_runs_restored_from_an_archive(toy_run, tmp_path):
+    """The toy study's runs packed with `seqedit archive`: naming the archive (restore_from) reruns
+    no edit run and changes no job, and a run forced again is copied from the archive, byte for
+    byte, not edited. (In the copy the figures rerun either way: their notebooks are inputs by
+    the repository's absolute path, which the copy changed.)"""
+    import shutil
+
+    work = tmp_path / "study"
+    shutil.copytree(toy_run, work, symlinks=True)
+    edit = work / "results" / "testbed" / "edit"
+    runs = sorted(p.parent for p in edit.glob("*/*/seed~*/metrics.json"))
+    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
+    packed = subprocess.run(["seqedit", "archive", "--runs", str(edit), "--out", str(tmp_path / "archive")],
+                            env=env, capture_output=True, text=True)
+    assert packed.returncode == 0 and f"{len(runs)} runs packed" in packed.stdout, packed.stderr
+    restore = f"restore_from={tmp_path / 'archive'}"
+    plain, dry = snakemake(work, "-n"), snakemake(work, "-n", "--config", restore)
+    assert dry.returncode == 0 and plain.returncode == 0, dry.stderr[-3000:]
+    assert "rule edit_run" not in dry.stdout and "rule figure_edit_curves" in dry.stdout, dry.stdout[-3000:]
+    assert dry.stdout.split("Job stats:")[1].split("\n\n")[0] == plain.stdout.split("Job stats:")[1].split("\n\n")[0]
+    run = edit / "memit" / "main" / "seed~0"
+    before = {name: (run / name).read_bytes() for name in ("metrics.json", "curve.json", "hidden.npz")}
+    forced = snakemake(work, "--force", str((run / "metrics.json").relative_to(work)), "--config", restore)
+    assert forced.returncode == 0, forced.stderr[-3000:]
+    log = (work / "logs" / "edit_run" / "testbed" / "memit" / "main" / "seed~0.log").read_text()
+    assert f"restored: restored from {tmp_path / 'archive' / 'memit' / 'main' / 'seed~0'}" in log, log[-2000:]
+    assert "edits: efficacy" not in log  # the run's closing line: nothing was edited
+    assert {name: (run / name).read_bytes() for name in before} == before

@@ -790,6 +790,12 @@ def model_arg(wildcards, input):
     return input.model or model_dir()
 
 
+def restore_arg():
+    """`--restore-from ARCHIVE` for edit runs when config restore_from is set (else nothing)."""
+    archive = config.get("restore_from")
+    return f" --restore-from {shlex.quote(archive)}" if archive else ""
+
+
 def output_dir(wildcards, output):
     """Folder of a rule's first output, for subcommands that take --out-dir."""
     return os.path.dirname(output[0])

@@ -25,10 +25,12 @@ rule edit_run:
     threads: 1
     resources:
         **resources_for("edit_run"),
+        # a resource, not a param: setting restore_from never reruns a finished run
+        restore=restore_arg(),
     conda:
         software_env()
     shell:
         "echo 'edit_run {wildcards.method}/{wildcards.variant}/seed~{wildcards.seed}: progress in {log}' >&2; "
         "seqedit edit --config {input.config} --model {params.model}"
         " --stats {input.stats} --records {input.records} --kind {params.kind}"
-        " --out-dir {params.out_dir} --threads {threads} > {log} 2>&1"
+        " --out-dir {params.out_dir} --threads {threads}{resources.restore} > {log} 2>&1"

@@ -1,0 +1,131 @@
+"""Finished edit runs carried from one machine to another.
+
+A long study (hours per run on a CPU) may be run in parts: runs finished on one machine are
+packed into an archive folder, and on another machine the workflow restores each archived run
+instead of editing again, but only where the run would have had the same inputs. Every run
+folder holds `inputs.json`, the digests of what it read:
+
+- `config`: the run's stage config (method, hyperparameters, run settings, evaluation, model,
+  seed), as canonical JSON;
+- `model`: every file of the model directory but its `provenance.json` (which records times);
+  a hub id is taken as it is;
+- `stats`: the layer statistics' sums and token count (not the file's bytes: its metadata
+  records timings);
+- `records`: the records file's bytes.
+
+A run is restored only when all four agree; otherwise it runs, and the reason is printed. The
+digests do not cover the code: the restored run's `metrics.json` keeps the commit it was run at.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from pathlib import Path
+
+# What a finished run folder holds; metrics.json, the workflow's sign of a finished run, is copied last.
+RUN_FILES = ("curve.json", "per_record.json", "hidden.npz", "timing.json", "inputs.json", "metrics.json")
+INPUTS = "inputs.json"
+DIGEST_KEYS = ("config", "model", "stats", "records")
+
+
+def _file_digest(path: Path, h=None):
+    own = h is None
+    h = h or hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest() if own else h
+
+
+def config_digest(cfg: dict) -> str:
+    return hashlib.sha256(json.dumps(cfg, sort_keys=True, separators=(",", ":"), default=str).encode()).hexdigest()
+
+
+def model_digest(model: str | Path) -> str:
+    """sha256 over the model directory's files (names and bytes, provenance.json left out), of a
+    single model file, or of a hub id."""
+    path = Path(model)
+    if path.is_file():
+        return _file_digest(path)
+    if not path.is_dir():
+        return "hub:" + str(model)
+    h = hashlib.sha256()
+    for f in sorted(p for p in path.rglob("*") if p.is_file() and p.name != "provenance.json"):
+        h.update(f.relative_to(path).as_posix().encode() + b"\0")
+        _file_digest(f, h)
+    return h.hexdigest()
+
+
+def stats_digest(stats) -> str | None:
+    """sha256 of a LayerStats' token count and per-layer sums (None: a run without statistics)."""
+    if stats is None:
+        return None
+    h = hashlib.sha256(str(int(stats.count)).encode())
+    for layer in stats.layers:
+        t = stats.mom2[layer].detach().cpu().contiguous()
+        h.update(f"|{layer}|{t.dtype}|{tuple(t.shape)}|".encode())
+        h.update(t.numpy().tobytes())
+    return h.hexdigest()
+
+
+def input_digests(cfg: dict, model: str | Path, stats, records: str | Path) -> dict:
+    return {"config": config_digest(cfg), "model": model_digest(model), "stats": stats_digest(stats),
+            "records": _file_digest(Path(records))}
+
+
+def _run_key(run_dir: Path) -> Path:
+    """METHOD/VARIANT/seed~N: where a run folder sits below its study's edit folder."""
+    parts = Path(run_dir).parts
+    if len(parts) < 3 or not parts[-1].startswith("seed~"):
+        raise ValueError(f"{run_dir} is not a run folder (…/METHOD/VARIANT/seed~N)")
+    return Path(*parts[-3:])
+
+
+def restore(archive: str | Path, out_dir: str | Path, digests: dict) -> tuple[bool, str]:
+    """Copy the archived run matching `out_dir` into it if its input digests equal `digests`.
+
+    Returns (restored, reason): the reason names the archive folder taken, or why none was."""
+    src = Path(archive) / _run_key(Path(out_dir))
+    if not (src / "metrics.json").is_file():
+        return False, f"{src} holds no finished run"
+    try:
+        archived = json.loads((src / INPUTS).read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return False, f"{src} has no readable {INPUTS}"
+    differ = [k for k in DIGEST_KEYS if archived.get(k) != digests.get(k)]
+    if differ:
+        return False, f"{src} was run with other inputs ({', '.join(differ)} differ)"
+    missing = [name for name in RUN_FILES if not (src / name).is_file()]
+    if missing:
+        return False, f"{src} lacks {', '.join(missing)}"
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    for name in RUN_FILES:
+        tmp = out / (name + ".restoring")
+        shutil.copyfile(src / name, tmp)
+        tmp.replace(out / name)
+    shutil.rmtree(out / "checkpoint", ignore_errors=True)  # an interrupted attempt's, now superseded
+    return True, f"restored from {src}"
+
+
+def pack(edit_dir: str | Path, archive: str | Path) -> tuple[list[Path], list[Path]]:
+    """Copy every finished run below `edit_dir` (results/<model>/edit) into `archive`, in the same
+    METHOD/VARIANT/seed~N layout. Returns (packed, skipped): runs without inputs.json (run before
+    it was written) are skipped, since no later machine could check them."""
+    edit_dir, archive = Path(edit_dir), Path(archive)
+    if not edit_dir.is_dir():
+        raise FileNotFoundError(f"{edit_dir} does not exist")
+    packed, skipped = [], []
+    for metrics in sorted(edit_dir.glob("*/*/seed~*/metrics.json")):
+        run = metrics.parent
+        if any(not (run / name).is_file() for name in RUN_FILES):
+            skipped.append(run)
+            continue
+        dest = archive / _run_key(run)
+        dest.mkdir(parents=True, exist_ok=True)
+        for name in RUN_FILES:
+            shutil.copyfile(run / name, dest / name)
+        packed.append(dest)
+    return packed, skipped

@@ -1,0 +1,131 @@
+"""Finished runs carried between machines: `seqedit archive` packs them, and `seqedit edit
+--restore-from` takes a run from the archive only when its inputs (config, model, statistics,
+records) are the ones it was run with; otherwise the run runs.
+
+On the tiny GPT-2 and world of the command-line drills (tests/test_cli.py), about a second a run.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+import torch
+
+from seqedit.archive import DIGEST_KEYS, RUN_FILES, pack, restore
+
+from test_cli import edit_args, run_cli, tiny_dir, write_config  # noqa: F401  (tiny_dir: a fixture)
+
+
+def run_dir(root, seed=0):
+    """A run folder in a study folder."""
+    return root / "edit" / "memit" / "main" / f"seed~{seed}"
+
+
+def archived(archive, seed=0):
+    """The same run in an archive."""
+    return archive / "memit" / "main" / f"seed~{seed}"
+
+
+@pytest.fixture(scope="module")
+def finished(tiny_dir, tmp_path_factory):  # noqa: F811
+    """One finished run of the tiny model, and an archive packed from its study folder."""
+    from seqedit.cli import main
+
+    root = tmp_path_factory.mktemp("study")
+    main([*edit_args(tiny_dir, run_dir(root)), "--quiet"])
+    packed, skipped = pack(root / "edit", root / "archive")
+    assert packed == [archived(root / "archive")] and skipped == []
+    return root
+
+
+def test_a_finished_run_records_the_digests_of_its_inputs(finished):
+    digests = json.loads((run_dir(finished) / "inputs.json").read_text())
+    assert sorted(digests) == sorted(DIGEST_KEYS)
+    assert all(len(digests[k]) == 64 and int(digests[k], 16) >= 0 for k in DIGEST_KEYS)
+
+
+def test_a_matching_run_is_restored_not_run(tiny_dir, finished, tmp_path, capsys, monkeypatch):  # noqa: F811
+    def no_editing(*args, **kwargs):
+        raise AssertionError("the run was edited again although the archive holds it")
+
+    monkeypatch.setattr("seqedit.runner.run_sequential", no_editing)
+    out = run_dir(tmp_path)
+    (out / "checkpoint").mkdir(parents=True)  # an interrupted attempt's, superseded by the restored run
+    code, err = run_cli(capsys, *edit_args(tiny_dir, out), "--restore-from", str(finished / "archive"))
+    assert code == 0, err
+    assert f"restored: restored from {archived(finished / 'archive')}" in err
+    for name in RUN_FILES:
+        assert (out / name).read_bytes() == (run_dir(finished) / name).read_bytes(), name
+    assert not (out / "checkpoint").exists()
+
+
+def _changed(what: str, tiny_dir, tmp_path):  # noqa: F811
+    """edit_args overrides with one input changed."""
+    if what == "config":
+        return {"config": write_config(tmp_path / "c.json", seed=1)}
+    if what == "records":  # the same records, written otherwise: the file's bytes differ
+        records = json.loads((tiny_dir / "world" / "counterfact.json").read_text())
+        (tmp_path / "records.json").write_text(json.dumps(records, indent=3))
+        return {"records": tmp_path / "records.json"}
+    if what == "stats":
+        d = torch.load(tiny_dir / "mom2.pt", weights_only=True)
+        d["mom2"] = {layer: m * 1.001 for layer, m in d["mom2"].items()}
+        torch.save(d, tmp_path / "mom2.pt")
+        return {"stats": tmp_path / "mom2.pt"}
+    shutil.copytree(tiny_dir / "model", tmp_path / "model")
+    with torch.no_grad():
+        from transformers import AutoModelForCausalLM
+
+        model = AutoModelForCausalLM.from_pretrained(tmp_path / "model")
+        next(model.parameters()).add_(1e-3)
+        model.save_pretrained(tmp_path / "model")
+    return {"model": tmp_path / "model"}
+
+
+@pytest.mark.parametrize("what", DIGEST_KEYS)
+def test_a_run_with_another_input_runs_and_says_which(what, tiny_dir, finished, tmp_path, capsys):  # noqa: F811
+    out = run_dir(tmp_path)
+    code, err = run_cli(capsys, *edit_args(tiny_dir, out, **_changed(what, tiny_dir, tmp_path)),
+                        "--restore-from", str(finished / "archive"))
+    assert code == 0, err
+    assert f"not restored: {archived(finished / 'archive')} was run with other inputs ({what} differ)" in err
+    ran = json.loads((out / "inputs.json").read_text())
+    before = json.loads((run_dir(finished) / "inputs.json").read_text())
+    assert [k for k in DIGEST_KEYS if ran[k] != before[k]] == [what]
+
+
+def test_the_model_directory_digest_leaves_out_its_provenance(tiny_dir, tmp_path):  # noqa: F811
+    from seqedit.archive import model_digest
+
+    shutil.copytree(tiny_dir / "model", tmp_path / "model")
+    (tmp_path / "model" / "provenance.json").write_text('{"seconds": 12.5}')
+    assert model_digest(tmp_path / "model") == model_digest(tiny_dir / "model")
+    assert model_digest("org/some-model") == "hub:org/some-model"
+
+
+def test_restore_names_what_is_missing(finished, tmp_path):
+    digests = json.loads((run_dir(finished) / "inputs.json").read_text())
+    assert restore(finished / "archive", run_dir(tmp_path, seed=3), digests) == (
+        False, f"{archived(finished / 'archive', seed=3)} holds no finished run")
+    partial = tmp_path / "partial"
+    shutil.copytree(finished / "archive", partial)
+    (archived(partial) / "hidden.npz").unlink()
+    assert restore(partial, run_dir(tmp_path), digests) == (False, f"{archived(partial)} lacks hidden.npz")
+    assert not run_dir(tmp_path).exists()
+    with pytest.raises(ValueError, match="is not a run folder"):
+        restore(finished / "archive", tmp_path / "elsewhere", digests)
+
+
+def test_pack_skips_a_run_without_its_input_digests(finished, tmp_path, capsys):
+    edit = tmp_path / "edit"
+    shutil.copytree(finished / "edit", edit)
+    old = edit / "memit" / "main" / "seed~1"
+    shutil.copytree(edit / "memit" / "main" / "seed~0", old)
+    (old / "inputs.json").unlink()  # as a run finished before runs recorded their inputs
+    code, err = run_cli(capsys, "archive", "--runs", str(edit), "--out", str(tmp_path / "archive"))
+    assert code == 0, err
+    assert f"skipped {old}: not finished, or run without inputs.json" in err
+    assert sorted(p.name for p in (tmp_path / "archive" / "memit" / "main").iterdir()) == ["seed~0"]
+    assert sorted(p.name for p in archived(tmp_path / "archive").iterdir()) == sorted(RUN_FILES)

@@ -65,7 +65,7 @@ def test_resume_after_kill_matches_uninterrupted_run(tmp_path, tiny_tokenizer):
     assert float(ed_res.count) == float(ed_full.count) == 10
     for name in ("metrics.json", "curve.json"):
         assert (tmp_path / "a" / name).read_text() == (tmp_path / "b" / name).read_text()
-    assert not (tmp_path / "b" / "checkpoint" / "state.pt").exists()  # removed once complete
+    assert not (tmp_path / "b" / "checkpoint").exists()  # removed once complete, its folder too
 
 
 def test_half_written_checkpoint_is_never_loaded(tmp_path, tiny_tokenizer):

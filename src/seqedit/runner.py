@@ -232,4 +232,6 @@ def run_sequential(
     write_json(out_dir / "metrics.json", metrics)
     if ckpt.exists():
         ckpt.unlink()
+    if ckpt.parent.is_dir() and not any(ckpt.parent.iterdir()):
+        ckpt.parent.rmdir()
     return metrics

@@ -8,12 +8,13 @@ On the tiny GPT-2 and world of the command-line drills (tests/test_cli.py), abou
 from __future__ import annotations
 
 import json
+import re
 import shutil
 
 import pytest
 import torch
 
-from seqedit.archive import DIGEST_KEYS, RUN_FILES, pack, restore
+from seqedit.archive import DIGEST_KEYS, N_DIRECTIONS, RUN_FILES, STATS_RTOL, pack, restore, same_stats
 
 from test_cli import edit_args, run_cli, tiny_dir, write_config  # noqa: F401  (tiny_dir: a fixture)
 
@@ -40,10 +41,41 @@ def finished(tiny_dir, tmp_path_factory):  # noqa: F811
     return root
 
 
-def test_a_finished_run_records_the_digests_of_its_inputs(finished):
+def test_a_finished_run_records_the_digests_of_its_inputs(finished, tiny_dir):  # noqa: F811
+    from seqedit.core.stats import LayerStats
+
     digests = json.loads((run_dir(finished) / "inputs.json").read_text())
-    assert sorted(digests) == sorted(DIGEST_KEYS)
+    assert sorted(digests) == sorted([*DIGEST_KEYS, "stats_fingerprint"])
     assert all(len(digests[k]) == 64 and int(digests[k], 16) >= 0 for k in DIGEST_KEYS)
+    stats = LayerStats.load(tiny_dir / "mom2.pt")
+    fingerprint = digests["stats_fingerprint"]
+    assert fingerprint["count"] == stats.count and sorted(fingerprint["layers"]) == ["0", "1", "2"]
+    for layer, values in fingerprint["layers"].items():
+        c = stats.mom2[int(layer)].double()
+        assert len(values) == 2 + N_DIRECTIONS
+        assert values[0] == pytest.approx(c.trace().item(), rel=1e-12)
+        assert values[1] == pytest.approx(c.norm().item(), rel=1e-12)
+        # a quadratic form of a positive semi-definite sum lies between 0 and its largest eigenvalue
+        assert all(0.0 <= q <= torch.linalg.eigvalsh(c)[-1].item() * (1 + 1e-9) for q in values[2:])
+
+
+def _scaled_stats(tiny_dir, tmp_path, factor: float):  # noqa: F811
+    d = torch.load(tiny_dir / "mom2.pt", weights_only=True)
+    d["mom2"] = {layer: (m.double() * factor).to(m.dtype) for layer, m in d["mom2"].items()}
+    torch.save(d, tmp_path / "mom2.pt")
+    return tmp_path / "mom2.pt"
+
+
+def test_statistics_that_differ_by_float_rounding_count_as_the_same(tiny_dir, finished, tmp_path, capsys,
+                                                                     monkeypatch):  # noqa: F811
+    """Another CPU's rounding of the same sums (here 2e-7 relative) changes their digest, not the run."""
+    monkeypatch.setattr("seqedit.runner.run_sequential", lambda *a, **k: pytest.fail("edited again"))
+    out = run_dir(tmp_path)
+    stats = _scaled_stats(tiny_dir, tmp_path, 1 + 2e-7)
+    code, err = run_cli(capsys, *edit_args(tiny_dir, out, stats=stats), "--restore-from", str(finished / "archive"))
+    assert code == 0, err
+    assert re.search(r"restored: restored from \S+ \(its statistics agree within float rounding: 2\.0e-07 relative\)", err), err
+    assert (out / "metrics.json").read_bytes() == (run_dir(finished) / "metrics.json").read_bytes()
 
 
 def test_a_matching_run_is_restored_not_run(tiny_dir, finished, tmp_path, capsys, monkeypatch):  # noqa: F811
@@ -69,11 +101,8 @@ def _changed(what: str, tiny_dir, tmp_path):  # noqa: F811
         records = json.loads((tiny_dir / "world" / "counterfact.json").read_text())
         (tmp_path / "records.json").write_text(json.dumps(records, indent=3))
         return {"records": tmp_path / "records.json"}
-    if what == "stats":
-        d = torch.load(tiny_dir / "mom2.pt", weights_only=True)
-        d["mom2"] = {layer: m * 1.001 for layer, m in d["mom2"].items()}
-        torch.save(d, tmp_path / "mom2.pt")
-        return {"stats": tmp_path / "mom2.pt"}
+    if what == "stats":  # 1e-4 relative: about what a few texts of 4,000 replaced would do
+        return {"stats": _scaled_stats(tiny_dir, tmp_path, 1 + 1e-4)}
     shutil.copytree(tiny_dir / "model", tmp_path / "model")
     with torch.no_grad():
         from transformers import AutoModelForCausalLM
@@ -129,3 +158,15 @@ def test_pack_skips_a_run_without_its_input_digests(finished, tmp_path, capsys):
     assert f"skipped {old}: not finished, or run without inputs.json" in err
     assert sorted(p.name for p in (tmp_path / "archive" / "memit" / "main").iterdir()) == ["seed~0"]
     assert sorted(p.name for p in archived(tmp_path / "archive").iterdir()) == sorted(RUN_FILES)
+
+
+def test_fingerprints_of_other_counts_or_layers_differ():
+    a = {"count": 10, "layers": {"1": [1.0, 2.0, 3.0]}}
+    assert same_stats(a, a) == (True, 0.0)
+    assert same_stats(a, {**a, "count": 11})[0] is False
+    assert same_stats(a, {"count": 10, "layers": {"2": [1.0, 2.0, 3.0]}})[0] is False
+    assert same_stats(a, {"count": 10, "layers": {"1": [1.0, 2.0]}})[0] is False
+    near = {"count": 10, "layers": {"1": [1.0, 2.0, 3.0 * (1 + 0.5 * STATS_RTOL)]}}
+    far = {"count": 10, "layers": {"1": [1.0, 2.0, 3.0 * (1 + 2 * STATS_RTOL)]}}
+    assert same_stats(a, near)[0] is True and same_stats(a, far)[0] is False
+    assert same_stats(None, a)[0] is False  # a run recorded without a fingerprint: digests only

@@ -170,3 +170,13 @@ def test_fingerprints_of_other_counts_or_layers_differ():
     far = {"count": 10, "layers": {"1": [1.0, 2.0, 3.0 * (1 + 2 * STATS_RTOL)]}}
     assert same_stats(a, near)[0] is True and same_stats(a, far)[0] is False
     assert same_stats(None, a)[0] is False  # a run recorded without a fingerprint: digests only
+
+
+def test_an_archive_that_does_not_exist_stops_the_run(tiny_dir, tmp_path, capsys):  # noqa: F811
+    """A mistyped restore_from must not rerun a whole study unnoticed."""
+    from test_cli import assert_nothing_written, assert_one_line_error
+
+    out = run_dir(tmp_path)
+    code, err = run_cli(capsys, *edit_args(tiny_dir, out), "--restore-from", str(tmp_path / "archiv"))
+    assert_one_line_error(code, err, "edit", f"the archive {tmp_path / 'archiv'} (restore_from) does not exist")
+    assert_nothing_written(out)

@@ -128,6 +128,8 @@ def restore(archive: str | Path, out_dir: str | Path, digests: dict) -> tuple[bo
     """Copy the archived run matching `out_dir` into it if its input digests equal `digests`.
 
     Returns (restored, reason): the reason names the archive folder taken, or why none was."""
+    if not Path(archive).is_dir():
+        raise FileNotFoundError(f"the archive {archive} (restore_from) does not exist")
     src = Path(archive) / _run_key(Path(out_dir))
     if not (src / "metrics.json").is_file():
         return False, f"{src} holds no finished run"

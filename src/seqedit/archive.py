@@ -33,6 +33,9 @@ import json
 import shutil
 from pathlib import Path
 
+from seqedit.data.fetch import sha256_of
+from seqedit.repro import config_hash
+
 # What a finished run folder holds; metrics.json, the workflow's sign of a finished run, is copied last.
 RUN_FILES = ("curve.json", "per_record.json", "hidden.npz", "timing.json", "inputs.json", "metrics.json")
 INPUTS = "inputs.json"
@@ -41,17 +44,8 @@ STATS_RTOL = 1e-5
 N_DIRECTIONS = 8
 
 
-def _file_digest(path: Path, h=None):
-    own = h is None
-    h = h or hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest() if own else h
-
-
 def config_digest(cfg: dict) -> str:
-    return hashlib.sha256(json.dumps(cfg, sort_keys=True, separators=(",", ":"), default=str).encode()).hexdigest()
+    return config_hash(cfg, length=64)
 
 
 def model_digest(model: str | Path) -> str:
@@ -59,13 +53,12 @@ def model_digest(model: str | Path) -> str:
     single model file, or of a hub id."""
     path = Path(model)
     if path.is_file():
-        return _file_digest(path)
+        return sha256_of(path)
     if not path.is_dir():
         return "hub:" + str(model)
     h = hashlib.sha256()
     for f in sorted(p for p in path.rglob("*") if p.is_file() and p.name != "provenance.json"):
-        h.update(f.relative_to(path).as_posix().encode() + b"\0")
-        _file_digest(f, h)
+        h.update(f"{f.relative_to(path).as_posix()}\0{sha256_of(f)}\n".encode())
     return h.hexdigest()
 
 
@@ -113,7 +106,7 @@ def same_stats(a: dict | None, b: dict | None) -> tuple[bool, float]:
 
 def input_digests(cfg: dict, model: str | Path, stats, records: str | Path) -> dict:
     return {"config": config_digest(cfg), "model": model_digest(model), "stats": stats_digest(stats),
-            "records": _file_digest(Path(records)), "stats_fingerprint": stats_fingerprint(stats)}
+            "records": sha256_of(records), "stats_fingerprint": stats_fingerprint(stats)}
 
 
 def _run_key(run_dir: Path) -> Path:

@@ -22,10 +22,10 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def config_hash(cfg: dict) -> str:
-    """sha256 of the canonical JSON of a config (key order does not matter), first 16 hex."""
+def config_hash(cfg: dict, length: int = 16) -> str:
+    """sha256 of the canonical JSON of a config (key order does not matter), first `length` hex."""
     blob = json.dumps(cfg, sort_keys=True, separators=(",", ":"), default=str)
-    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+    return hashlib.sha256(blob.encode()).hexdigest()[:length]
 
 
 def git_commit(path: str | Path | None = None) -> dict:

@@ -50,6 +50,7 @@ def test_a_finished_run_records_the_digests_of_its_inputs(finished, tiny_dir):  
     stats = LayerStats.load(tiny_dir / "mom2.pt")
     fingerprint = digests["stats_fingerprint"]
     assert fingerprint["count"] == stats.count and sorted(fingerprint["layers"]) == ["0", "1", "2"]
+    assert fingerprint["tokens"] == stats.meta["tokens_sha256"] and len(fingerprint["tokens"]) == 64
     for layer, values in fingerprint["layers"].items():
         c = stats.mom2[int(layer)].double()
         assert len(values) == 2 + N_DIRECTIONS
@@ -59,9 +60,12 @@ def test_a_finished_run_records_the_digests_of_its_inputs(finished, tiny_dir):  
         assert all(0.0 <= q <= torch.linalg.eigvalsh(c)[-1].item() * (1 + 1e-9) for q in values[2:])
 
 
-def _scaled_stats(tiny_dir, tmp_path, factor: float):  # noqa: F811
+def _scaled_stats(tiny_dir, tmp_path, factor: float, **meta):  # noqa: F811
+    """The tiny model's statistics with every sum scaled by `factor` and `meta` entries replaced
+    (None: removed)."""
     d = torch.load(tiny_dir / "mom2.pt", weights_only=True)
     d["mom2"] = {layer: (m.double() * factor).to(m.dtype) for layer, m in d["mom2"].items()}
+    d["meta"] = {k: v for k, v in {**d["meta"], **meta}.items() if v is not None}
     torch.save(d, tmp_path / "mom2.pt")
     return tmp_path / "mom2.pt"
 
@@ -74,8 +78,31 @@ def test_statistics_that_differ_by_float_rounding_count_as_the_same(tiny_dir, fi
     stats = _scaled_stats(tiny_dir, tmp_path, 1 + 2e-7)
     code, err = run_cli(capsys, *edit_args(tiny_dir, out, stats=stats), "--restore-from", str(finished / "archive"))
     assert code == 0, err
-    assert re.search(r"restored: restored from \S+ \(its statistics agree within float rounding: 2\.0e-07 relative\)", err), err
+    assert re.search(r"restored: restored from \S+ \(its statistics agree within float rounding: 2\.0e-07 "
+                     r"relative; the same token sample\)", err), err
     assert (out / "metrics.json").read_bytes() == (run_dir(finished) / "metrics.json").read_bytes()
+
+
+def test_the_same_sums_over_another_token_sample_are_other_statistics(tiny_dir, finished, tmp_path, capsys):  # noqa: F811
+    """One text of 4,000 replaced moves the sums by less than STATS_RTOL; its token digest differs."""
+    out = run_dir(tmp_path)
+    stats = _scaled_stats(tiny_dir, tmp_path, 1 + 2e-7, tokens_sha256="0" * 64)
+    code, err = run_cli(capsys, *edit_args(tiny_dir, out, stats=stats), "--restore-from", str(finished / "archive"))
+    assert code == 0, err
+    assert f"not restored: {archived(finished / 'archive')} was run with other inputs (stats differ)" in err
+    assert (out / "metrics.json").is_file()
+
+
+def test_statistics_without_a_token_digest_are_matched_on_their_fingerprint(tiny_dir, finished, tmp_path, capsys,
+                                                                           monkeypatch):  # noqa: F811
+    """Statistics collected before they recorded their token sample: 5e-4 relative is taken."""
+    monkeypatch.setattr("seqedit.runner.run_sequential", lambda *a, **k: pytest.fail("edited again"))
+    out = run_dir(tmp_path)
+    stats = _scaled_stats(tiny_dir, tmp_path, 1 + 5e-4, tokens_sha256=None)
+    code, err = run_cli(capsys, *edit_args(tiny_dir, out, stats=stats), "--restore-from", str(finished / "archive"))
+    assert code == 0, err
+    assert re.search(r"\(its statistics agree within float rounding: 5\.0e-04 relative; no token digest to "
+                     r"compare\)", err), err
 
 
 def test_a_matching_run_is_restored_not_run(tiny_dir, finished, tmp_path, capsys, monkeypatch):  # noqa: F811
@@ -101,8 +128,8 @@ def _changed(what: str, tiny_dir, tmp_path):  # noqa: F811
         records = json.loads((tiny_dir / "world" / "counterfact.json").read_text())
         (tmp_path / "records.json").write_text(json.dumps(records, indent=3))
         return {"records": tmp_path / "records.json"}
-    if what == "stats":  # 1e-4 relative: about what a few texts of 4,000 replaced would do
-        return {"stats": _scaled_stats(tiny_dir, tmp_path, 1 + 1e-4)}
+    if what == "stats":  # 1 %: more than ten replaced texts of 4,000 would do
+        return {"stats": _scaled_stats(tiny_dir, tmp_path, 1 + 1e-2)}
     shutil.copytree(tiny_dir / "model", tmp_path / "model")
     with torch.no_grad():
         from transformers import AutoModelForCausalLM
@@ -169,6 +196,10 @@ def test_fingerprints_of_other_counts_or_layers_differ():
     near = {"count": 10, "layers": {"1": [1.0, 2.0, 3.0 * (1 + 0.5 * STATS_RTOL)]}}
     far = {"count": 10, "layers": {"1": [1.0, 2.0, 3.0 * (1 + 2 * STATS_RTOL)]}}
     assert same_stats(a, near)[0] is True and same_stats(a, far)[0] is False
+    sampled = {**a, "tokens": "a" * 64}
+    assert same_stats(sampled, {**a, "tokens": "a" * 64}) == (True, 0.0)
+    assert same_stats(sampled, {**a, "tokens": "b" * 64}) == (False, float("inf"))
+    assert same_stats(sampled, a) == (True, 0.0)  # one side recorded no sample: its values decide
     assert same_stats(None, a)[0] is False  # a run recorded without a fingerprint: digests only
 
 

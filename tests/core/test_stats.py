@@ -101,3 +101,21 @@ def test_no_text_is_an_error(tiny_gpt2, tiny_tokenizer):
 
     with pytest.raises(ValueError, match="no non-empty text"):
         collect_second_moments(tiny_gpt2, tiny_tokenizer, spec_for(tiny_gpt2), iter([]), [0], progress=False)
+
+
+def test_the_token_digest_names_the_sample_not_its_batches(tiny_gpt2, tiny_tokenizer):
+    """Two machines that read the same texts agree on `tokens_sha256` whatever their batches or order;
+    one text changed, or another cut, is another sample."""
+    spec = spec_for(tiny_gpt2)
+    texts = TINY_TEXTS[:40]
+
+    def digest(texts, **kw):
+        kw = {"batch_size": 4, **kw}
+        return collect_second_moments(tiny_gpt2, tiny_tokenizer, spec, texts, [1], progress=False, **kw).meta["tokens_sha256"]
+
+    base = digest(texts)
+    assert len(base) == 64
+    assert digest(texts, batch_size=7, chunk_batches=1) == base
+    assert digest(list(reversed(texts))) == base
+    assert digest([*texts[:-1], texts[-1] + " again"]) != base
+    assert digest(texts, max_length=4) != base

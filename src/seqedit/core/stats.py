@@ -11,10 +11,16 @@ sums are copied aside, and the rest follow: C_{n/2} is then the statistic of the
 sample and C_n that of all of it, and the relative change ‖C_n − C_{n/2}‖_F / ‖C_n‖_F per layer,
 written in `meta["convergence"]`, says whether n texts are enough (a small change: the estimate
 has settled).
+
+`meta["tokens_sha256"]` names the token sample itself: the sha256 of the sorted sha256s of its
+rows (token ids as read, after the cut at max_length), so it does not depend on the order or the
+batches the texts were read in. Two machines that read the same texts agree on it exactly, though
+their sums differ by float rounding.
 """
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import os
 import pickle
@@ -121,6 +127,7 @@ def collect_second_moments(
     names = {spec.out_proj_name(l): l for l in layers}
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     count = n_texts = 0
+    row_digests: list[bytes] = []
     total = len(texts) if hasattr(texts, "__len__") else None
     bar = tqdm(total=total, desc="layer stats", unit="text", disable=not progress, mininterval=2.0)
     stream = iter(texts)
@@ -130,6 +137,7 @@ def collect_second_moments(
         for encoded in _length_sorted_chunks(tokenizer, part, max_length, chunk_batches * batch_size):
             for s in range(0, len(encoded), batch_size):
                 rows = encoded[s : s + batch_size]
+                row_digests += [hashlib.sha256(repr(row).encode()).digest() for row in rows]
                 ids, mask = pad_batch(rows, pad)
                 ids, mask = ids.to(device), mask.to(device)
                 with capture(model, names, what="input") as seen, stop_after(model, names):
@@ -146,7 +154,8 @@ def collect_second_moments(
     bar.close()
     if n_texts == 0:
         raise ValueError("no non-empty text to collect layer statistics over")
-    meta = {"layers": layers, "n_texts": n_texts, "max_length": max_length, "dtype": str(dtype)}
+    meta = {"layers": layers, "n_texts": n_texts, "max_length": max_length, "dtype": str(dtype),
+            "tokens_sha256": hashlib.sha256(b"".join(sorted(row_digests))).hexdigest()}
     mom2 = {l: a.cpu() for l, a in acc.items()}
     if first_part is not None:
         meta["convergence"] = convergence(mom2, count, n_texts, *first_part)

@@ -211,3 +211,54 @@ def test_an_archive_that_does_not_exist_stops_the_run(tiny_dir, tmp_path, capsys
     code, err = run_cli(capsys, *edit_args(tiny_dir, out), "--restore-from", str(tmp_path / "archiv"))
     assert_one_line_error(code, err, "edit", f"the archive {tmp_path / 'archiv'} (restore_from) does not exist")
     assert_nothing_written(out)
+
+
+def test_generated_texts_travel_with_the_archive(tmp_path, tiny_tokenizer, capsys, monkeypatch):
+    """`seqedit archive` keeps the texts the statistics were summed over; `seqedit stats --texts-from`
+    sums over them instead of generating, only where the model and the generation settings match."""
+    from conftest import make_tiny_model
+    from seqedit.core.stats import LayerStats
+
+    model = make_tiny_model("llama", len(tiny_tokenizer))
+    model.save_pretrained(tmp_path / "model")
+    tiny_tokenizer.save_pretrained(tmp_path / "model")
+    generated = {"prompts": ["", "The"], "n_tokens": 8, "batch_size": 4}
+    cfg = {"stats": {"layers": [0, 1], "n_samples": 6, "source": "generated", "seed": 5, "generated": generated},
+           "model": {"name": "tiny", "path": str(tmp_path / "model"), "dtype": "float32", "device": "cpu"}}
+    (tmp_path / "stats.json").write_text(json.dumps(cfg))
+
+    def stats(out, config="stats.json", *extra):
+        return run_cli(capsys, "stats", "--config", str(tmp_path / config), "--model", str(tmp_path / "model"),
+                       "--out", str(tmp_path / out), *extra)
+
+    assert stats("first/stats/mom2.pt")[0] == 0
+    first = LayerStats.load(tmp_path / "first" / "stats" / "mom2.pt")
+    assert len(first.meta["texts"]) == 6 and all(isinstance(t, str) for t in first.meta["texts"])
+    (tmp_path / "first" / "edit").mkdir()
+    code, err = run_cli(capsys, "archive", "--runs", str(tmp_path / "first" / "edit"), "--out", str(tmp_path / "archive"),
+                        "--model", str(tmp_path / "model"))
+    assert code == 0, err
+    held = json.loads((tmp_path / "archive" / "stats_texts.json").read_text())
+    assert held["texts"] == first.meta["texts"] and held["seed"] == 5 and held["n_samples"] == 6
+
+    # the archived texts read back: nothing generated, the same sample and sums
+    monkeypatch.setattr("seqedit.data.texts.generated_texts", lambda *a, **k: pytest.fail("generated again"))
+    code, err = stats("second.pt", "stats.json", "--texts-from", str(tmp_path / "archive" / "stats_texts.json"))
+    assert code == 0, err
+    assert f"the 6 texts taken from {tmp_path / 'archive' / 'stats_texts.json'}" in err
+    second = LayerStats.load(tmp_path / "second.pt")
+    assert second.meta["tokens_sha256"] == first.meta["tokens_sha256"] and second.count == first.count
+    assert all(torch.equal(second.mom2[l], first.mom2[l]) for l in (0, 1))
+    monkeypatch.undo()
+
+    # another seed, or another model: the texts are generated again, and the log says why
+    (tmp_path / "other.json").write_text(json.dumps({**cfg, "stats": {**cfg["stats"], "seed": 6}}))
+    code, err = stats("third.pt", "other.json", "--texts-from", str(tmp_path / "archive" / "stats_texts.json"))
+    assert code == 0 and "was generated with another seed: generating the texts" in err, err
+    assert LayerStats.load(tmp_path / "third.pt").meta["tokens_sha256"] != first.meta["tokens_sha256"]
+    held["model"] = "0" * 64
+    (tmp_path / "archive" / "stats_texts.json").write_text(json.dumps(held))
+    code, err = stats("fourth.pt", "stats.json", "--texts-from", str(tmp_path / "archive" / "stats_texts.json"))
+    assert code == 0 and "was generated with another model: generating the texts" in err, err
+    code, err = stats("fifth.pt", "stats.json", "--texts-from", str(tmp_path / "nowhere.json"))
+    assert code == 0 and "nowhere.json does not exist: generating the texts" in err, err

@@ -16,6 +16,12 @@ folder holds `inputs.json`, the digests of what it read:
 A run is restored only when all four agree; otherwise it runs, and the reason is printed. The
 digests do not cover the code: the restored run's `metrics.json` keeps the commit it was run at.
 
+Statistics over the model's own generations also keep their texts. The archive holds them
+(`stats_texts.json`, with the model digest and the generation settings), so that another machine
+sums its statistics over the same sample instead of generating one again (most of the statistics
+stage's time, and its texts could differ: sampling on another CPU may draw another token where two
+are near a tie).
+
 The statistics are sums over a few hundred thousand tokens, and another CPU rounds them
 otherwise (other kernels, other summation orders), so their bytes, and digest, differ between
 machines even for the same model, texts and settings. `stats_fingerprint` holds the token count,
@@ -48,6 +54,7 @@ from seqedit.repro import config_hash
 RUN_FILES = ("curve.json", "per_record.json", "hidden.npz", "timing.json", "inputs.json", "metrics.json")
 INPUTS = "inputs.json"
 DIGEST_KEYS = ("config", "model", "stats", "records")
+TEXTS = "stats_texts.json"
 STATS_RTOL = 1e-3
 N_DIRECTIONS = 8
 
@@ -167,6 +174,55 @@ def restore(archive: str | Path, out_dir: str | Path, digests: dict) -> tuple[bo
         tmp.replace(out / name)
     shutil.rmtree(out / "checkpoint", ignore_errors=True)  # an interrupted attempt's, now superseded
     return True, f"restored from {src}{rounding}"
+
+
+def texts_record(stats_meta: dict, model: str | Path) -> dict | None:
+    """What TEXTS holds for statistics over generated texts: the texts, the generation settings,
+    sample size and seed, and the digest of the model that wrote them (None: not generated, or
+    collected before the statistics kept their texts)."""
+    if stats_meta.get("source") != "generated" or not stats_meta.get("texts"):
+        return None
+    return {"model": model_digest(model), "generated": stats_meta["generated"], "n_samples": stats_meta["n_samples"],
+            "seed": stats_meta["seed"], "tokens_sha256": stats_meta.get("tokens_sha256"), "texts": stats_meta["texts"]}
+
+
+def archived_texts(path: str | Path, generated: dict, n_samples: int, seed: int,
+                   model: str | Path) -> tuple[list[str] | None, str]:
+    """The generated texts archived at `path` when they were written by this model with these
+    settings, else None; and what was found."""
+    path = Path(path)
+    if not path.is_file():
+        return None, f"{path} does not exist: generating the texts"
+    try:
+        held = json.loads(path.read_text())
+        wanted = {"generated": generated, "n_samples": int(n_samples), "seed": int(seed)}
+        differ = [k for k, v in wanted.items() if held[k] != v]
+        texts = held["texts"]
+    except (json.JSONDecodeError, KeyError, TypeError) as err:
+        return None, f"{path} is not an archive of generated texts ({type(err).__name__}): generating the texts"
+    if held["model"] != model_digest(model):
+        differ.insert(0, "model")
+    if differ:
+        return None, f"{path} was generated with another {', '.join(differ)}: generating the texts"
+    if not (isinstance(texts, list) and len(texts) == int(n_samples) and all(isinstance(t, str) for t in texts)):
+        return None, f"{path} does not hold {n_samples} texts: generating the texts"
+    return texts, f"the {len(texts)} texts taken from {path} (the same model and settings)"
+
+
+def pack_texts(stats: str | Path, model: str | Path, archive: str | Path) -> Path | None:
+    """Write the generated texts that the statistics file `stats` was summed over, with the digest
+    of `model` that wrote them, into `archive` (TEXTS); None when the statistics hold none."""
+    from seqedit.core.stats import LayerStats
+
+    record = texts_record(LayerStats.load(stats).meta, model)
+    if record is None:
+        return None
+    archive = Path(archive)
+    archive.mkdir(parents=True, exist_ok=True)
+    tmp = archive / (TEXTS + ".tmp")
+    tmp.write_text(json.dumps(record, ensure_ascii=False))
+    tmp.replace(archive / TEXTS)
+    return archive / TEXTS
 
 
 def pack(edit_dir: str | Path, archive: str | Path) -> tuple[list[Path], list[Path]]:

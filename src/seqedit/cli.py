@@ -153,11 +153,22 @@ def cmd_stats(args) -> None:
             raise ValueError("stats.source is 'corpus': give the text file with --corpus")
         texts = corpus_texts(args.corpus, sc.n_samples, sc.seed)
         origin = {"corpus": str(args.corpus)}
+    if args.texts_from and sc.source != "generated":
+        print(f"--texts-from is not used: stats.source is '{sc.source}'", file=sys.stderr)
     model, tok = _load(cfg, args.model)
     t0 = time.time()
     if sc.source == "generated":
-        texts = generated_texts(model, tok, sc.generated, sc.n_samples, sc.seed, progress=not args.quiet)
-        origin = {"generated": asdict(sc.generated), "generation_seconds": round(time.time() - t0, 2)}
+        texts = None
+        if args.texts_from:
+            from seqedit.archive import archived_texts
+
+            texts, found = archived_texts(args.texts_from, asdict(sc.generated), sc.n_samples, sc.seed, args.model)
+            print(found, file=sys.stderr)
+        origin = {"texts_from": str(args.texts_from)} if texts is not None else {}
+        if texts is None:
+            texts = generated_texts(model, tok, sc.generated, sc.n_samples, sc.seed, progress=not args.quiet)
+        origin.update({"generated": asdict(sc.generated), "generation_seconds": round(time.time() - t0, 2),
+                       "texts": texts})
     half = max(1, sc.n_samples // 2) if sc.convergence else None
     stats = collect_second_moments(model, tok, spec_for(model), texts, sc.layers, sc.max_length, sc.batch_size,
                                    progress=not args.quiet, half=half)
@@ -196,12 +207,18 @@ def _restored(args, cfg: dict, stats) -> tuple[bool, dict]:
 
 
 def cmd_archive(args) -> None:
-    from seqedit.archive import pack
+    from seqedit.archive import pack, pack_texts
 
     packed, skipped = pack(args.runs, args.out)
     for run in skipped:
         print(f"skipped {run}: not finished, or run without inputs.json", file=sys.stderr)
     print(f"{len(packed)} runs packed into {args.out}")
+    stats = Path(args.stats or Path(args.runs).parent / "stats" / "mom2.pt")
+    model = Path(args.model or Path(args.runs).parent / "model")
+    if stats.is_file() and model.exists():
+        texts = pack_texts(stats, model, args.out)
+        print(f"the statistics' generated texts written to {texts}" if texts else
+              f"{stats} holds no generated texts to archive (other source, or collected before it kept them)")
 
 
 def cmd_edit(args) -> None:
@@ -378,13 +395,18 @@ def parser() -> argparse.ArgumentParser:
         s.set_defaults(fn=fn, threads=None)
     add("train-testbed", cmd_train_testbed, "corpus", "out")
     add("check-knowledge", cmd_check_knowledge, "model", "records", "kind", "out")
-    add("stats", cmd_stats, "model", "corpus", "out", optional=("corpus",))  # corpus: with stats.source corpus
+    s = add("stats", cmd_stats, "model", "corpus", "out", optional=("corpus",))  # corpus: with stats.source corpus
+    s.add_argument("--texts-from", default=None,
+                   help="an archive's stats_texts.json: sum over its generated texts when the model and settings match")
     s = add("edit", cmd_edit, "model", "stats", "records", "kind", "out-dir", optional=("stats",))
     s.add_argument("--restore-from", default=None,
                    help="an archive of finished runs (seqedit archive): take the run from it when its inputs match")
     s = sub.add_parser("archive", help="copy the finished runs of a study's edit folder into an archive folder")
     s.add_argument("--runs", required=True, help="the study's edit folder, results/<model>/edit")
     s.add_argument("--out", required=True)
+    s.add_argument("--stats", default=None, help="the statistics whose generated texts to keep (default: "
+                   "the stats/mom2.pt beside --runs)")
+    s.add_argument("--model", default=None, help="the model that generated them (default: the model/ beside --runs)")
     s.add_argument("--quiet", action="store_true", help="accepted for symmetry with the other stages")
     s.set_defaults(fn=cmd_archive, threads=None)
     add("trace", cmd_trace, "model", "records", "kind", "out")

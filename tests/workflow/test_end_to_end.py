@@ -134,6 +134,9 @@ def test_runs_restored_from_an_archive(toy_run, tmp_path):
     assert dry.returncode == 0 and plain.returncode == 0, dry.stderr[-3000:]
     assert "rule edit_run" not in dry.stdout and "rule figure_edit_curves" in dry.stdout, dry.stdout[-3000:]
     assert dry.stdout.split("Job stats:")[1].split("\n\n")[0] == plain.stdout.split("Job stats:")[1].split("\n\n")[0]
+    # statistics made again would read the archive's generated texts, where it has matching ones
+    stats = snakemake(work, "-n", "-p", "--force", "results/testbed/stats/mom2.pt", "--config", restore)
+    assert f"--texts-from {tmp_path / 'archive' / 'stats_texts.json'} " in stats.stdout, stats.stdout[-3000:]
     run = edit / "memit" / "main" / "seed~0"
     before = {name: (run / name).read_bytes() for name in ("metrics.json", "curve.json", "hidden.npz")}
     forced = snakemake(work, "--force", str((run / "metrics.json").relative_to(work)), "--config", restore)

@@ -796,6 +796,13 @@ def restore_arg():
     return f" --restore-from {shlex.quote(archive)}" if archive else ""
 
 
+def texts_from_arg():
+    """`--texts-from ARCHIVE/stats_texts.json` for the statistics when config restore_from is set:
+    they are summed over the archive's generated texts where its model and settings match."""
+    archive = config.get("restore_from")
+    return f" --texts-from {shlex.quote(os.path.join(archive, 'stats_texts.json'))}" if archive else ""
+
+
 def output_dir(wildcards, output):
     """Folder of a rule's first output, for subcommands that take --out-dir."""
     return os.path.dirname(output[0])

@@ -1,7 +1,8 @@
 # Second moments of the edited layers' keys over the corpus, a text dataset or the model's own
 # generations (stats.source): once per model, shared by every run. Protected (read-only once
 # written), like the trained testbed: both cost the most to remake, so snakemake refuses to
-# overwrite them until they are deleted.
+# overwrite them until they are deleted. With restore_from set, generated texts come from the
+# archive where they match (a resource, like the edit runs' archive: setting it reruns nothing).
 rule stats_collect:
     input:
         config="results/{model}/config/stats.json",
@@ -19,9 +20,10 @@ rule stats_collect:
     threads: 2
     resources:
         **resources_for("stats_collect"),
+        texts_from=texts_from_arg(),
     conda:
         software_env()
     shell:
         "echo 'stats_collect: progress in {log}' >&2; "
         "seqedit stats --config {input.config} --model {params.model}{params.corpus}"
-        " --out {output.stats} --threads {threads} > {log} 2>&1"
+        "{resources.texts_from} --out {output.stats} --threads {threads} > {log} 2>&1"

@@ -11,6 +11,7 @@ only passes at one reduction order fails there rather than on a user's machine.
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -56,6 +57,19 @@ def make_tiny_model(model_type: str, vocab_size: int, seed: int = 0):
     torch.manual_seed(seed)
     model = AutoModelForCausalLM.from_config(tiny_config(model_type, vocab_size))
     return model.eval()
+
+
+def generated_stats_setup(folder: Path, tokenizer, n_samples: int) -> dict:
+    """A tiny Llama saved in folder/model and a stats config (folder/stats.json) that sums over
+    n_samples texts it generates itself; returns the config."""
+    model = make_tiny_model("llama", len(tokenizer))
+    model.save_pretrained(folder / "model")
+    tokenizer.save_pretrained(folder / "model")
+    generated = {"prompts": ["", "The"], "n_tokens": 8, "batch_size": 4}
+    cfg = {"stats": {"layers": [0, 1], "n_samples": n_samples, "source": "generated", "seed": 5, "generated": generated},
+           "model": {"name": "tiny", "path": str(folder / "model"), "dtype": "float32", "device": "cpu"}}
+    (folder / "stats.json").write_text(json.dumps(cfg))
+    return cfg
 
 
 @pytest.fixture(params=["gpt2", "gptj", "llama"])

@@ -216,16 +216,10 @@ def test_an_archive_that_does_not_exist_stops_the_run(tiny_dir, tmp_path, capsys
 def test_generated_texts_travel_with_the_archive(tmp_path, tiny_tokenizer, capsys, monkeypatch):
     """`seqedit archive` keeps the texts the statistics were summed over; `seqedit stats --texts-from`
     sums over them instead of generating, only where the model and the generation settings match."""
-    from conftest import make_tiny_model
+    from conftest import generated_stats_setup
     from seqedit.core.stats import LayerStats
 
-    model = make_tiny_model("llama", len(tiny_tokenizer))
-    model.save_pretrained(tmp_path / "model")
-    tiny_tokenizer.save_pretrained(tmp_path / "model")
-    generated = {"prompts": ["", "The"], "n_tokens": 8, "batch_size": 4}
-    cfg = {"stats": {"layers": [0, 1], "n_samples": 6, "source": "generated", "seed": 5, "generated": generated},
-           "model": {"name": "tiny", "path": str(tmp_path / "model"), "dtype": "float32", "device": "cpu"}}
-    (tmp_path / "stats.json").write_text(json.dumps(cfg))
+    cfg = generated_stats_setup(tmp_path, tiny_tokenizer, n_samples=6)
 
     def stats(out, config="stats.json", *extra):
         return run_cli(capsys, "stats", "--config", str(tmp_path / config), "--model", str(tmp_path / "model"),

@@ -11,7 +11,7 @@ from seqedit.core.stats import LayerStats, collect_second_moments
 from seqedit.data.texts import GeneratedTextConfig, _filter_logits, generated_texts
 from seqedit.models.arch import spec_for
 
-from conftest import TINY_TEXTS, make_tiny_model
+from conftest import TINY_TEXTS, generated_stats_setup, make_tiny_model
 
 
 @pytest.fixture(params=["gpt2", "llama"])
@@ -85,13 +85,7 @@ def test_identical_halves_have_converged(tiny_tokenizer):
 def test_stats_cli_records_generated_source(tmp_path, tiny_tokenizer):
     from seqedit.cli import main
 
-    model = make_tiny_model("llama", len(tiny_tokenizer))
-    model.save_pretrained(tmp_path / "model")
-    tiny_tokenizer.save_pretrained(tmp_path / "model")
-    generated = {"prompts": ["", "The"], "n_tokens": 8, "batch_size": 4}
-    cfg = {"stats": {"layers": [0, 1], "n_samples": 10, "source": "generated", "seed": 5, "generated": generated},
-           "model": {"name": "tiny", "path": str(tmp_path / "model"), "dtype": "float32", "device": "cpu"}}
-    (tmp_path / "stats.json").write_text(json.dumps(cfg))
+    generated_stats_setup(tmp_path, tiny_tokenizer, n_samples=10)
     for out in ("a.pt", "b.pt"):
         main(["stats", "--config", str(tmp_path / "stats.json"), "--model", str(tmp_path / "model"),
               "--out", str(tmp_path / out), "--quiet"])

@@ -256,3 +256,16 @@ def test_generated_texts_travel_with_the_archive(tmp_path, tiny_tokenizer, capsy
     assert code == 0 and "was generated with another model: generating the texts" in err, err
     code, err = stats("fifth.pt", "stats.json", "--texts-from", str(tmp_path / "nowhere.json"))
     assert code == 0 and "nowhere.json does not exist: generating the texts" in err, err
+
+
+def test_a_finished_run_names_the_machine_it_ran_on(finished):
+    """An archived run carries the processor that rounded it; the report lists every run's."""
+    import os
+    import platform
+
+    prov = json.loads((run_dir(finished) / "metrics.json").read_text())["provenance"]
+    cpuinfo = open("/proc/cpuinfo").read() if os.path.exists("/proc/cpuinfo") else ""
+    names = [line.split(":", 1)[1].strip() for line in cpuinfo.splitlines() if line.startswith("model name")]
+    assert prov["machine"]["cpu"] == (names[0] if names else platform.processor() or None)
+    assert prov["machine"]["arch"] == platform.machine() and prov["machine"]["cores"] == os.cpu_count()
+    assert "gpu" not in prov["machine"]  # a CPU run

@@ -49,8 +49,29 @@ def versions() -> dict:
     return out
 
 
+def machine(device: str = "cpu") -> dict:
+    """The processor a result was computed on (its float rounding is the machine's): CPU model,
+    architecture, logical cores, and the GPU's name when `device` is a CUDA device."""
+    import os
+    import sys
+
+    cpu = None
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), None)
+    except OSError:
+        pass
+    out = {"cpu": cpu or platform.processor() or None, "arch": platform.machine(), "cores": os.cpu_count()}
+    torch = sys.modules.get("torch")
+    if str(device).startswith("cuda") and torch is not None and torch.cuda.is_available():
+        out["gpu"] = torch.cuda.get_device_name(torch.device(device))
+    return out
+
+
 def provenance(cfg: dict) -> dict:
-    return {"config_hash": config_hash(cfg), "git": git_commit(), "versions": versions()}
+    model = cfg.get("model")
+    device = (model.get("device") if isinstance(model, dict) else None) or "cpu"
+    return {"config_hash": config_hash(cfg), "git": git_commit(), "versions": versions(), "machine": machine(str(device))}
 
 
 def write_json(path: str | Path, obj) -> None:

@@ -38,7 +38,8 @@ def write_run(root: Path, method: str, seed: int, eff: float, spec: float, varia
     cfg = {"method": {"name": method, "hparams": {"layers": [0, 1], "neuron_threshold": 0.8}}, "seed": seed,
            "variant": variant, "run": {"n_edits": 40, "batch_size": 10, "eval_every": 2, "curve_max_records": 40},
            "model": {"name": "toy", "path": None, "dtype": "float32", "device": "cpu"}, "evaluation": {}}
-    prov = {"config_hash": f"h{method}{seed}", "git": {"commit": "abc", "dirty": False}, "versions": {"torch": "2.13.0"}}
+    prov = {"config_hash": f"h{method}{seed}", "git": {"commit": "abc", "dirty": False}, "versions": {"torch": "2.13.0"},
+            "machine": {"cpu": "AMD EPYC" if seed else "Intel Xeon", "arch": "x86_64", "cores": 2}}
     (d / "metrics.json").write_text(json.dumps({"method": method, "seed": seed, "n_edits": 40, "batch_size": 10,
                                                 "final": final, "provenance": prov, "config": cfg}))
     points = [{"n_edits": n, "efficacy": eff * n / 40, "generalization": 0.0, "specificity": 100 - (100 - spec) * n / 40,
@@ -95,6 +96,7 @@ def test_collect_keeps_order_variants_and_setup(study_dirs):
     assert [r["method"] for r in s["runs"]][:3] == ["memit"] * 3
     assert s["setup"]["methods"] == ["memit", "nse", "nmke"] and s["setup"]["seeds"] == [0, 1, 2]
     assert s["setup"]["ablations"] == ["nse_rewind"]
+    assert s["provenance"]["commits"] == ["abc"] and s["provenance"]["machines"] == ["AMD EPYC", "Intel Xeon"]
     assert [r["value"] for r in s["runs"] if r["ablation"]] == ["true", "false"]
     with pytest.raises(FileNotFoundError, match="did not complete"):
         collect([study_dirs[0].parent / "missing"])

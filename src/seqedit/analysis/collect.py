@@ -111,7 +111,8 @@ def collect(run_dirs: list[str | Path]) -> dict:
         "controls": list(dict.fromkeys(r["control"] for r in runs if r["control"])),
     }
     commits = sorted({r["provenance"].get("git", {}).get("commit") or "unknown" for r in runs})
-    return {"setup": setup, "runs": runs, "provenance": {**first["provenance"], "commits": commits}}
+    machines = sorted({(r["provenance"].get("machine") or {}).get("cpu") or "unknown" for r in runs})
+    return {"setup": setup, "runs": runs, "provenance": {**first["provenance"], "commits": commits, "machines": machines}}
 
 
 def write_study(run_dirs: list[str | Path], out: str | Path) -> dict:

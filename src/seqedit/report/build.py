@@ -259,7 +259,7 @@ def build_spec(study: dict, figures: list[str | Path], captions: list[str | Path
         ]},
         *deviations_section(deviations),
         {"heading": "Provenance", "blocks": [{"type": "code", "text": json.dumps({
-            "git_commits": prov.get("commits"), "git": prov.get("git"), "config_hash_of_first_run": prov.get("config_hash"),
+            "git_commits": prov.get("commits"), "machines": prov.get("machines"), "git": prov.get("git"), "config_hash_of_first_run": prov.get("config_hash"),
             "versions": prov.get("versions"),
             "runs": [f"{r['method']}/{r['variant']}/seed~{r['seed']}: {r['provenance'].get('config_hash')}" for r in study["runs"]],
         }, indent=1)}]},

@@ -49,7 +49,8 @@ def test_whole_dag_leaves_metrics_curve_and_figure(toy_run):
         metrics = json.loads((run_dir / "metrics.json").read_text())
         assert metrics["config"]["variant"]["name"] == ran and metrics["seed"] == seed
         assert metrics["n_edits"] == cfg["run"]["n_edits"] and metrics["method"] == method
-        assert set(metrics["provenance"]) == {"config_hash", "git", "versions"}
+        assert set(metrics["provenance"]) == {"config_hash", "git", "versions", "machine"}
+        assert metrics["provenance"]["machine"]["cores"] == os.cpu_count() and metrics["provenance"]["machine"]["arch"]
         assert metrics["provenance"]["versions"]["torch"].startswith("2.13.0")
         for key in ("efficacy", "generalization", "specificity"):
             assert 0.0 <= metrics["final"][key] <= 100.0

@@ -130,6 +130,10 @@ def test_equal_differences_on_every_seed_are_marked_no_spread():
     down = compare(runs([70.0, 70.0]), runs([80.0, 80.0]), "efficacy_gen", "NSE", "MEMIT")
     assert down["verdict"] == "does not hold (no spread)"
     assert compare(runs([80.0] * 3), runs([80.0] * 3), "efficacy_gen", "A", "B")["verdict"] == "inconclusive"
+    # one seed carries only a sign, and a tie has none: neither side beats the other
+    assert compare(runs([8.0]), runs([8.0]), "efficacy_gen", "NSE", "MEMIT")["verdict"] == "inconclusive (1 seed, a tie)"
+    assert compare(runs([9.0]), runs([8.0]), "efficacy_gen", "NSE", "MEMIT")["verdict"] == "holds (1 seed)"
+    assert compare(runs([7.0]), runs([8.0]), "efficacy_gen", "NSE", "MEMIT")["verdict"] == "does not hold (1 seed)"
     # any spread at all gives the ordinary t-interval verdict
     assert compare(runs([90.0, 91.0, 90.0]), runs([80.0] * 3), "efficacy_gen", "A", "B")["verdict"] == "holds"
 

@@ -4,7 +4,7 @@ A claim "A beats B on metric m" is tested on paired seeds (both methods edit the
 for a given seed): the mean difference and its 95% interval over seeds. Verdicts:
   holds          the interval lies above 0 (one seed: the difference is > 0; marked as such)
   does not hold  the interval lies below 0, or (one seed) the difference is < 0
-  inconclusive   the interval contains 0
+  inconclusive   the interval contains 0, or (one seed) the two sides tie
   ... (no spread) every seed gave the same nonzero difference, so the t-interval has zero
                  width and says nothing about the uncertainty (a difference of one record out
                  of ten on each seed, say); the sign is reported, marked as such
@@ -52,7 +52,7 @@ def compare(a_runs: list[dict], b_runs: list[dict], metric: str, a: str, b: str)
     ma, _, _ = mean_ci(va[s] for s in seeds)
     mb, _, _ = mean_ci(vb[s] for s in seeds)
     if half is None:
-        verdict = "holds (1 seed)" if diff > 0 else "does not hold (1 seed)"
+        verdict = "holds (1 seed)" if diff > 0 else "does not hold (1 seed)" if diff < 0 else "inconclusive (1 seed, a tie)"
         interval = ""
     elif half == 0 and diff != 0:
         verdict = "holds (no spread)" if diff > 0 else "does not hold (no spread)"

@@ -247,7 +247,7 @@ def build_spec(study: dict, figures: list[str | Path], captions: list[str | Path
             {"type": "paragraph", "text": (
                 "Each headline claim of the papers, tested on this study's runs with paired seeds (both sides edit the same "
                 "stream for a seed). holds: the 95% interval of the difference lies above 0; does not hold: below 0; "
-                "inconclusive: it contains 0; with one seed only the sign is available. Claims on efficacy, "
+                "inconclusive: it contains 0; with one seed only the sign is available (a tie is inconclusive). Claims on efficacy, "
                 "generalization or specificity are tested again on the greedy generations (no target given), where "
                 "the runs measured them. The claims were made for "
                 "GPT2-XL, GPT-J and Llama3-8B on CounterFact and ZsRE; a verdict here is about this model and data.")},

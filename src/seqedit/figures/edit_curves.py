@@ -12,6 +12,8 @@ from seqedit.figures.common import METRIC_LABEL, METRICS, UNBOUNDED, color, labe
 
 # Perplexity spans orders of magnitude once a method breaks the model (KN's reaches 1e38).
 LOG_SCALE = {"perplexity"}
+# The axis of each metric that is not a percentage.
+UNIT = {"fluency": "n-gram entropy x100", "perplexity": "perplexity"}
 
 
 def curve_stats(runs: list[dict], metric: str) -> tuple[list[int], list[float], list[float]]:
@@ -32,6 +34,7 @@ def plot(study: dict, out_dir, model: str):
     # A near-square grid: nine panels side by side would not fit a page.
     fig, grid = panel_grid(len(metrics), math.ceil(math.sqrt(len(metrics))), 4.2, 3.6)
     axes = list(grid.flat)
+    n_seeds = len(study["setup"]["seeds"])
     for ax in axes[len(metrics):]:
         ax.remove()
     for ax, metric in zip(axes, metrics):
@@ -47,14 +50,13 @@ def plot(study: dict, out_dir, model: str):
                             linewidth=0)
         ax.set_xlabel("number of edits")
         ax.set_title(METRIC_LABEL[metric])
+        if ax in grid[:, 0] or metric in UNIT:  # the first column, and every axis that is not in %
+            ax.set_ylabel(f"{UNIT.get(metric, '%')} (mean, 95% CI over {n_seeds} seed{'s' if n_seeds > 1 else ''})")
         if metric in LOG_SCALE:
             ax.set_yscale("log")
         elif metric not in UNBOUNDED:
             ax.set_ylim(-3, 103)
         ax.grid(alpha=0.3)
-    n_seeds = len(study["setup"]["seeds"])
-    for row in grid:
-        row[0].set_ylabel(f"% (mean, 95% CI over {n_seeds} seed{'s' if n_seeds > 1 else ''})")
     axes[len(metrics) - 1].legend(fontsize=8, loc="best")
     fig.tight_layout()
     return save(fig, out_dir, model, "edit_curves")

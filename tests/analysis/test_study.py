@@ -380,3 +380,31 @@ def test_curve_panels_fill_a_near_square_grid(monkeypatch, tmp_path, metrics, sh
     assert [ax.get_title() for ax in fig.axes] == [edit_curves.METRIC_LABEL[m] for m in metrics]
     assert {ax.get_subplotspec().get_geometry()[:2] for ax in fig.axes} == {shape}
     assert fig.axes[-1].get_legend() is not None and all(ax.get_legend() is None for ax in fig.axes[:-1])
+
+
+def test_drift_lays_out_methods_in_rows_and_orders_many_layers_by_depth(monkeypatch, tmp_path):
+    """Seven methods fill rows of three (two panels each); a method that edits 12 layers is drawn
+    by depth (layer 2 before layer 10) with the first and last layer alone in its legend."""
+    from seqedit.figures import drift
+
+    def run(method, layers):
+        rounds = [{"n_edits": 10 * (r + 1),
+                   "weight_drift": {f"model.layers.{i}.mlp.down_proj.weight": float(i + r) for i in layers},
+                   "update_norm": {str(i): float(i) for i in layers}} for r in range(3)]
+        return {"method": method, "variant": "main", "seed": 0, "drift": rounds}
+
+    few = ["ft_l", "rome", "memit", "memit_seq", "alphaedit", "nse"]
+    study = {"runs": [run("kn", range(12))] + [run(m, [1, 2]) for m in few]}
+    figs = []
+    monkeypatch.setattr(drift, "save", lambda fig, *a: figs.append(fig))
+    drift.plot(study, tmp_path, "toy")
+    axes = figs[0].axes
+    assert len(axes) == 2 * 7  # the two unused cells of the last row are removed
+    kn_top = next(ax for ax in axes if ax.get_title().startswith("KN "))
+    lines = kn_top.get_lines()
+    assert [ln.get_ydata()[0] for ln in lines] == [float(i) for i in range(12)]  # depth order, not 0, 1, 10, 11, 2
+    assert [t.get_text() for t in kn_top.get_legend().get_texts()] == ["layer 0", "layer 11"]
+    few_top = next(ax for ax in axes if ax.get_title().startswith("ROME"))
+    assert [t.get_text() for t in few_top.get_legend().get_texts()] == ["layer 1", "layer 2"]
+    positions = sorted({round(ax.get_position().y0, 3) for ax in axes})
+    assert len(positions) == 6  # three rows of methods, two panels each

@@ -37,7 +37,8 @@ def plot(study: dict, out_dir, model: str):
     for ax, (name, ab) in zip(flat, abl.items()):
         methods = ordered(r["method"] for r in ab["runs"])
         x = np.arange(len(ab["values"]))
-        width = 0.8 / (len(SHOWN) * len(methods))
+        # points side by side within a small dodge, so each stays over its value's tick
+        width = 0.24 / (len(SHOWN) * len(methods))
         k = 0
         for method in methods:
             for metric in SHOWN:
@@ -57,7 +58,7 @@ def plot(study: dict, out_dir, model: str):
         ax.set_xlabel(ab["param"] or "setting", fontsize=8)
         ax.set_title(f"{ab['title']} ({', '.join(label(m) for m in methods)})", fontsize=9)
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=7, loc="lower left")
+        ax.legend(fontsize=7, loc="best")
     for ax in flat[len(abl):] if abl else flat[1:]:
         ax.set_axis_off()
     fig.tight_layout()

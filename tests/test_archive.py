@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import re
 import shutil
-from pathlib import Path
 
 import pytest
 import torch
@@ -271,45 +270,3 @@ def test_a_finished_run_names_the_machine_it_ran_on(finished):
     assert prov["machine"]["arch"] == platform.machine() and prov["machine"]["cores"] == os.cpu_count()
     assert "gpu" not in prov["machine"]  # a CPU run
 
-
-def _merged(base: dict, over: dict) -> dict:
-    """`over` on `base`, mapping by mapping (as Snakemake merges --configfile overlays)."""
-    out = dict(base)
-    for key, value in over.items():
-        out[key] = _merged(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
-    return out
-
-
-def test_the_committed_smollm2_archive_is_whole_and_of_its_study():
-    """archive/smollm2-135m is what a fresh clone restores from: every run folder holds every file
-    a restore checks, is a run of config/smollm2.yaml (a main run or one of its ablation arms,
-    200 edits), and the generated texts are those of the study's statistics settings, so the
-    statistics stage takes them instead of generating again."""
-    from dataclasses import asdict
-
-    import yaml
-
-    from seqedit.config import StatsConfig, build
-
-    repo = Path(__file__).resolve().parents[1]
-    archive = repo / "archive" / "smollm2-135m"
-    cfg = _merged(yaml.safe_load((repo / "config" / "config.yaml").read_text()),
-                  yaml.safe_load((repo / "config" / "smollm2.yaml").read_text()))
-    arms = {a["name"]: {str(v).lower() for v in a["values"]} for a in cfg["ablations"]}
-    runs = sorted(p.parent for p in archive.glob("*/*/seed~*/metrics.json"))
-    assert len(runs) >= 10
-    for run in runs:
-        method, variant, seed = run.relative_to(archive).parts
-        assert [n for n in RUN_FILES if not (run / n).is_file()] == [], run
-        metrics = json.loads((run / "metrics.json").read_text())
-        assert (metrics["method"], f"seed~{metrics['seed']}", metrics["n_edits"]) == (method, seed, cfg["run"]["n_edits"])
-        assert method in cfg["methods"]
-        if variant != "main":
-            name, value = variant.split("~", 1)
-            assert value in arms[name], run
-        assert set(DIGEST_KEYS) <= set(json.loads((run / "inputs.json").read_text())), run
-    sc = build(StatsConfig, cfg["stats"], "stats")
-    held = json.loads((archive / "stats_texts.json").read_text())
-    assert (held["generated"], held["n_samples"], held["seed"]) == (asdict(sc.generated), sc.n_samples, sc.seed)
-    assert len(held["texts"]) == sc.n_samples and all(isinstance(t, str) for t in held["texts"])
-    assert re.fullmatch(r"[0-9a-f]{64}", held["tokens_sha256"]) and re.fullmatch(r"[0-9a-f]{64}", held["model"])

@@ -14,7 +14,7 @@ import re
 import pytest
 import yaml
 
-from .test_workflow import REPO, dry_run, job_counts, reused_arm_runs
+from .test_workflow import REPO, dry_run, job_counts, merge, reused_arm_runs
 
 PAPER = REPO / "config" / "paper"
 MODELS = ["gpt2-xl", "gpt-j-6b", "llama3-8b"]
@@ -68,14 +68,6 @@ def n_runs(config: dict) -> int:
 def schema_resources(rule: str) -> dict[str, int]:
     props = SCHEMA["properties"]["resources"]["properties"][rule]["properties"]
     return {key: sub["default"] for key, sub in props.items()}
-
-
-def merge(base: dict, over: dict) -> dict:
-    """Snakemake's merge of config files: mappings key by key, everything else replaced."""
-    out = dict(base)
-    for key, value in over.items():
-        out[key] = merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
-    return out
 
 
 def merged(files: list) -> dict:

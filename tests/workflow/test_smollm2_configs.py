@@ -9,6 +9,7 @@ the statistics cover.
 
 from __future__ import annotations
 
+import json
 import re
 
 import pytest
@@ -139,3 +140,35 @@ def test_rome_layer_ends_the_memit_window():
     assert window == list(range(peak - len(window) + 1, peak + 1))
     for method in ("memit_seq", "alphaedit", "nmke", "nse", "kne"):
         assert load(method)["layers"] == window, method
+
+
+def test_the_committed_smollm2_archive_is_whole_and_of_its_study():
+    """archive/smollm2-135m is what a fresh clone restores from: every run folder holds every file
+    a restore checks, is a run of config/smollm2.yaml (a main run or one of its ablation arms,
+    200 edits), and the generated texts are those of the study's statistics settings, so the
+    statistics stage takes them instead of generating again."""
+    from dataclasses import asdict
+
+    from seqedit.archive import DIGEST_KEYS, RUN_FILES
+    from seqedit.config import StatsConfig, build
+
+    archive = REPO / "archive" / "smollm2-135m"
+    cfg = merged([DEFAULT_CONFIG, SMOLLM2])
+    arms = {a["name"]: {str(v).lower() for v in a["values"]} for a in cfg["ablations"]}
+    runs = sorted(p.parent for p in archive.glob("*/*/seed~*/metrics.json"))
+    assert len(runs) >= 10
+    for run in runs:
+        method, variant, seed = run.relative_to(archive).parts
+        assert [n for n in RUN_FILES if not (run / n).is_file()] == [], run
+        metrics = json.loads((run / "metrics.json").read_text())
+        assert (metrics["method"], f"seed~{metrics['seed']}", metrics["n_edits"]) == (method, seed, cfg["run"]["n_edits"])
+        assert method in cfg["methods"]
+        if variant != "main":
+            name, value = variant.split("~", 1)
+            assert value in arms[name], run
+        assert set(DIGEST_KEYS) <= set(json.loads((run / "inputs.json").read_text())), run
+    sc = build(StatsConfig, cfg["stats"], "stats")
+    held = json.loads((archive / "stats_texts.json").read_text())
+    assert (held["generated"], held["n_samples"], held["seed"]) == (asdict(sc.generated), sc.n_samples, sc.seed)
+    assert len(held["texts"]) == sc.n_samples and all(isinstance(t, str) for t in held["texts"])
+    assert re.fullmatch(r"[0-9a-f]{64}", held["tokens_sha256"]) and re.fullmatch(r"[0-9a-f]{64}", held["model"])

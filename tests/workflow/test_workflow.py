@@ -86,10 +86,11 @@ def job_counts(output: str) -> dict[str, int]:
     return counts
 
 
-def _merge(base: dict, over: dict) -> dict:
+def merge(base: dict, over: dict) -> dict:
+    """Snakemake's merge of config files: mappings key by key, everything else replaced."""
     out = dict(base)
     for key, value in over.items():
-        out[key] = _merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+        out[key] = merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
     return out
 
 
@@ -128,7 +129,7 @@ def expected_counts(config_file: Path, n_seeds: int | None = None, fetch: bool =
     for ab in config.get("ablations", []):  # one run per value, method and ablation seed
         methods = ab["method"] if isinstance(ab["method"], list) else [ab["method"]]
         n_runs += len(methods) * len(ab["values"]) * len(config.get("ablation_seeds", [0]))
-    full = _merge(yaml.safe_load(DEFAULT_CONFIG.read_text()), config)
+    full = merge(yaml.safe_load(DEFAULT_CONFIG.read_text()), config)
     reused = reused_arm_runs(full, list(range(n_seeds)) if n_seeds else None)
     figures = ["edit_curves", "results_table", "ablations", "drift", "hidden_shift", "neurons", "cost"]
     if config.get("data", {}).get("source", "synthetic") == "synthetic":

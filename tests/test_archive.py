@@ -45,8 +45,8 @@ def test_a_finished_run_records_the_digests_of_its_inputs(finished, tiny_dir):  
     from seqedit.core.stats import LayerStats
 
     digests = json.loads((run_dir(finished) / "inputs.json").read_text())
-    assert sorted(digests) == sorted([*DIGEST_KEYS, "stats_fingerprint"])
-    assert all(len(digests[k]) == 64 and int(digests[k], 16) >= 0 for k in DIGEST_KEYS)
+    assert sorted(digests) == sorted([*DIGEST_KEYS, "config_identity", "stats_fingerprint"])
+    assert all(len(digests[k]) == 64 and int(digests[k], 16) >= 0 for k in [*DIGEST_KEYS, "config_identity"])
     stats = LayerStats.load(tiny_dir / "mom2.pt")
     fingerprint = digests["stats_fingerprint"]
     assert fingerprint["count"] == stats.count and sorted(fingerprint["layers"]) == ["0", "1", "2"]
@@ -150,6 +150,57 @@ def test_a_run_with_another_input_runs_and_says_which(what, tiny_dir, finished, 
     ran = json.loads((out / "inputs.json").read_text())
     before = json.loads((run_dir(finished) / "inputs.json").read_text())
     assert [k for k in DIGEST_KEYS if ran[k] != before[k]] == [what]
+
+
+def test_a_run_whose_config_differs_only_in_its_title_is_restored(tiny_dir, tmp_path, capsys, monkeypatch):  # noqa: F811
+    """An ablation arm's title names it in the report; renaming it in the config keeps its archived
+    run, also one archived before its inputs.json held config_identity. Its settings do not."""
+    from seqedit.cli import main
+
+    base = json.loads((tiny_dir / "edit.json").read_text())
+    variant = {"name": "batch_size~2", "ablation": "batch_size", "value": "2", "param": "run.batch_size"}
+
+    def config(name, title, **hparams):
+        cfg = {**base, "variant": {**variant, "title": title}}
+        cfg["method"] = {**cfg["method"], "hparams": {**cfg["method"]["hparams"], **hparams}}
+        (tmp_path / name).write_text(json.dumps(cfg))
+        return tmp_path / name
+
+    ran = tmp_path / "study" / "edit" / "memit" / variant["name"] / "seed~0"
+    main([*edit_args(tiny_dir, ran, config=config("ran.json", "Batch size")), "--quiet"])
+    pack(tmp_path / "study" / "edit", tmp_path / "archive")
+    src = tmp_path / "archive" / "memit" / variant["name"] / "seed~0"
+    renamed = config("renamed.json", "batch size (renamed)")
+    retuned = config("retuned.json", "batch size (renamed)", v_lr=0.25)
+
+    def restore_into(out, cfg):
+        return run_cli(capsys, *edit_args(tiny_dir, out, config=cfg), "--restore-from", str(tmp_path / "archive"))
+
+    def runs_again(out, cfg):
+        with pytest.raises(RuntimeError, match="edited again"):
+            restore_into(out / ran.relative_to(tmp_path / "study"), cfg)
+        return capsys.readouterr().err
+
+    def no_editing(*args, **kwargs):
+        raise RuntimeError("edited again")
+
+    code, err = restore_into(tmp_path / "a" / ran.relative_to(tmp_path / "study"), renamed)
+    assert code == 0 and "restored: restored from" in err and "differs only in variant.title, kept as it ran" in err, err
+    metrics = json.loads((tmp_path / "a" / ran.relative_to(tmp_path / "study") / "metrics.json").read_text())
+    assert metrics["config"]["variant"]["title"] == "Batch size"
+    monkeypatch.setattr("seqedit.runner.run_sequential", no_editing)
+    assert "was run with other inputs (config differ)" in runs_again(tmp_path / "b", retuned)
+    # archived before config_identity was recorded: taken from metrics.json's config, whose digest is `config`
+    inputs = json.loads((src / "inputs.json").read_text())
+    del inputs["config_identity"]
+    (src / "inputs.json").write_text(json.dumps(inputs))
+    code, err = restore_into(tmp_path / "c" / ran.relative_to(tmp_path / "study"), renamed)
+    assert code == 0 and "differs only in variant.title" in err, err
+    assert "was run with other inputs (config differ)" in runs_again(tmp_path / "d", retuned)
+    # ... but not when that config is not the one the digest was taken of
+    held = json.loads((src / "metrics.json").read_text())
+    (src / "metrics.json").write_text(json.dumps({**held, "config": {**held["config"], "seed": 7}}))
+    assert "was run with other inputs (config differ)" in runs_again(tmp_path / "e", renamed)
 
 
 def test_the_model_directory_digest_leaves_out_its_provenance(tiny_dir, tmp_path):  # noqa: F811

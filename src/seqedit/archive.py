@@ -16,6 +16,13 @@ folder holds `inputs.json`, the digests of what it read:
 A run is restored only when all four agree; otherwise it runs, and the reason is printed. The
 digests do not cover the code: the restored run's `metrics.json` keeps the commit it was run at.
 
+The config digest covers the whole stage config, titles included; `config_identity` covers it
+without the fields that only name a run in the report (PRESENTATION: an ablation's title), so a
+run whose config differs from the archived one in those fields alone is still restored, and keeps
+the title it was run with. For runs archived before `config_identity` was recorded, it is computed
+from the config their `metrics.json` holds, once that config's digest is checked to be the
+archived `config`.
+
 Statistics over the model's own generations also keep their texts. The archive holds them
 (`stats_texts.json`, with the model digest and the generation settings), so that another machine
 sums its statistics over the same sample instead of generating one again (most of the statistics
@@ -59,8 +66,21 @@ STATS_RTOL = 1e-3
 N_DIRECTIONS = 8
 
 
+# (section, field) of a stage config that name a run for the report and change nothing it computes
+PRESENTATION = (("variant", "title"),)
+
+
 def config_digest(cfg: dict) -> str:
     return config_hash(cfg, length=64)
+
+
+def identity_digest(cfg: dict) -> str:
+    """The digest of a stage config without its PRESENTATION fields."""
+    trimmed = dict(cfg)
+    for sect, key in PRESENTATION:
+        if isinstance(trimmed.get(sect), dict):
+            trimmed[sect] = {k: v for k, v in trimmed[sect].items() if k != key}
+    return config_digest(trimmed)
 
 
 def model_digest(model: str | Path) -> str:
@@ -127,8 +147,22 @@ def same_stats(a: dict | None, b: dict | None) -> tuple[bool, float]:
 
 
 def input_digests(cfg: dict, model: str | Path, stats, records: str | Path) -> dict:
-    return {"config": config_digest(cfg), "model": model_digest(model), "stats": stats_digest(stats),
-            "records": sha256_of(records), "stats_fingerprint": stats_fingerprint(stats)}
+    return {"config": config_digest(cfg), "config_identity": identity_digest(cfg), "model": model_digest(model),
+            "stats": stats_digest(stats), "records": sha256_of(records), "stats_fingerprint": stats_fingerprint(stats)}
+
+
+def _archived_identity(src: Path, archived: dict) -> str | None:
+    """The archived run's config_identity: recorded, or computed from its metrics.json config when
+    that config is the one its `config` digest was taken of (None where neither holds)."""
+    if archived.get("config_identity"):
+        return archived["config_identity"]
+    try:
+        cfg = json.loads((src / "metrics.json").read_text()).get("config")
+    except (FileNotFoundError, json.JSONDecodeError):
+        return None
+    if not isinstance(cfg, dict) or config_digest(cfg) != archived.get("config"):
+        return None
+    return identity_digest(cfg)
 
 
 def _run_key(run_dir: Path) -> Path:
@@ -153,14 +187,17 @@ def restore(archive: str | Path, out_dir: str | Path, digests: dict) -> tuple[bo
     except (FileNotFoundError, json.JSONDecodeError):
         return False, f"{src} has no readable {INPUTS}"
     differ = [k for k in DIGEST_KEYS if archived.get(k) != digests.get(k)]
-    rounding = ""
+    notes = ""
+    if "config" in differ and digests.get("config_identity") and _archived_identity(src, archived) == digests["config_identity"]:
+        differ.remove("config")
+        notes = f" (its config differs only in {', '.join('.'.join(f) for f in PRESENTATION)}, kept as it ran)"
     if "stats" in differ:
         same, worst = same_stats(archived.get("stats_fingerprint"), digests.get("stats_fingerprint"))
         if same:
             differ.remove("stats")
             sample = ("the same token sample" if archived["stats_fingerprint"].get("tokens")
                       and digests["stats_fingerprint"].get("tokens") else "no token digest to compare")
-            rounding = f" (its statistics agree within float rounding: {worst:.1e} relative; {sample})"
+            notes += f" (its statistics agree within float rounding: {worst:.1e} relative; {sample})"
     if differ:
         return False, f"{src} was run with other inputs ({', '.join(differ)} differ)"
     missing = [name for name in RUN_FILES if not (src / name).is_file()]
@@ -173,7 +210,7 @@ def restore(archive: str | Path, out_dir: str | Path, digests: dict) -> tuple[bo
         shutil.copyfile(src / name, tmp)
         tmp.replace(out / name)
     shutil.rmtree(out / "checkpoint", ignore_errors=True)  # an interrupted attempt's, now superseded
-    return True, f"restored from {src}{rounding}"
+    return True, f"restored from {src}{notes}"
 
 
 def texts_record(stats_meta: dict, model: str | Path) -> dict | None:

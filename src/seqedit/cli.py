@@ -134,9 +134,12 @@ def cmd_check_knowledge(args) -> None:
 
 
 def cmd_stats(args) -> None:
+    import torch
+
     from seqedit.core.stats import collect_second_moments
     from seqedit.data.texts import corpus_texts, dataset_texts, generated_texts
     from seqedit.models.arch import spec_for
+    from seqedit.stats_reuse import copy_stats, find_reusable, stats_inputs
 
     cfg = read_config(args.config)
     sc = build(StatsConfig, section(cfg, "stats"), "stats")
@@ -144,17 +147,27 @@ def cmd_stats(args) -> None:
         raise ValueError("stats.layers is empty: name the layers to collect")
     if args.corpus and sc.source != "corpus":
         raise ValueError(f"stats.source is '{sc.source}': --corpus is not used; drop it or set stats.source: corpus")
+    if sc.source == "corpus" and not args.corpus:
+        raise ValueError("stats.source is 'corpus': give the text file with --corpus")
+    if args.texts_from and sc.source != "generated":
+        print(f"--texts-from is not used: stats.source is '{sc.source}'", file=sys.stderr)
+    # the statistics of another results folder, where they were summed from the same inputs
+    inputs = stats_inputs(cfg, args.model, args.corpus, torch.get_num_threads())
+    if args.reuse:
+        found, lines = find_reusable(args.reuse, inputs, args.out)
+        for line in lines:
+            print(f"statistics: {line}", file=sys.stderr)
+        if found is not None:
+            copy_stats(found, args.out)
+            print(f"layer statistics copied from {found}: summed by the same model with the same settings and threads")
+            return
     # the texts first: a missing corpus or dataset fails before the model is loaded
     if sc.source == "dataset":
         texts = dataset_texts(sc.dataset, sc.n_samples, sc.seed)
         origin = {"dataset": asdict(sc.dataset)}
     elif sc.source == "corpus":
-        if not args.corpus:
-            raise ValueError("stats.source is 'corpus': give the text file with --corpus")
         texts = corpus_texts(args.corpus, sc.n_samples, sc.seed)
         origin = {"corpus": str(args.corpus)}
-    if args.texts_from and sc.source != "generated":
-        print(f"--texts-from is not used: stats.source is '{sc.source}'", file=sys.stderr)
     model, tok = _load(cfg, args.model)
     t0 = time.time()
     if sc.source == "generated":
@@ -173,7 +186,7 @@ def cmd_stats(args) -> None:
     stats = collect_second_moments(model, tok, spec_for(model), texts, sc.layers, sc.max_length, sc.batch_size,
                                    progress=not args.quiet, half=half)
     stats.meta.update({**origin, "source": sc.source, "n_samples": sc.n_samples, "seed": sc.seed,
-                       "seconds": round(time.time() - t0, 2)})
+                       "seconds": round(time.time() - t0, 2), "inputs": inputs})
     stats.save(args.out)
     settled = ""
     if "convergence" in stats.meta:
@@ -398,6 +411,9 @@ def parser() -> argparse.ArgumentParser:
     s = add("stats", cmd_stats, "model", "corpus", "out", optional=("corpus",))  # corpus: with stats.source corpus
     s.add_argument("--texts-from", default=None,
                    help="an archive's stats_texts.json: sum over its generated texts when the model and settings match")
+    s.add_argument("--reuse", nargs="*", default=[], metavar="FILE",
+                   help="statistics files of other results folders: copy the first one summed by the same model "
+                        "with the same settings and threads instead of summing again")
     s = add("edit", cmd_edit, "model", "stats", "records", "kind", "out-dir", optional=("stats",))
     s.add_argument("--restore-from", default=None,
                    help="an archive of finished runs (seqedit archive): take the run from it when its inputs match")

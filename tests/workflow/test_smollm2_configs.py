@@ -172,3 +172,25 @@ def test_the_committed_smollm2_archive_is_whole_and_of_its_study():
     assert (held["generated"], held["n_samples"], held["seed"]) == (asdict(sc.generated), sc.n_samples, sc.seed)
     assert len(held["texts"]) == sc.n_samples and all(isinstance(t, str) for t in held["texts"])
     assert re.fullmatch(r"[0-9a-f]{64}", held["tokens_sha256"]) and re.fullmatch(r"[0-9a-f]{64}", held["model"])
+
+
+def test_overlays_offer_each_other_their_statistics(workflow_copy, shared_data):
+    """The statistics job of a results folder names the statistics files of the model's other
+    folders (`--reuse`), never its own; `seqedit stats` copies one only where its inputs match
+    (tests/test_stats_reuse.py)."""
+    work = workflow_copy("stats_reuse")
+    for folder in ("smollm2-135m", "smollm2-135m-quick", "testbed"):
+        (work / "results" / folder / "stats").mkdir(parents=True)
+        (work / "results" / folder / "stats" / "mom2.pt").write_bytes(b"")
+
+    def stats_command(*overlay: str) -> str:
+        setting, relpath = DATA_FILES[merged([DEFAULT_CONFIG, *(work / o for o in overlay)])["data"]["source"]]
+        result = dry_run("--printshellcmds", "--configfile", *overlay,
+                         "--config", f"data={{{setting}: {shared_data / relpath}}}", cwd=work)
+        assert result.returncode == 0, result.stdout + result.stderr
+        return re.search(r"seqedit stats [^\n]*", result.stdout)[0]
+
+    zsre = stats_command("config/smollm2.yaml", "config/smollm2-zsre.yaml")
+    assert "--reuse results/smollm2-135m-quick/stats/mom2.pt results/smollm2-135m/stats/mom2.pt --out" in zsre
+    study = stats_command("config/smollm2.yaml")
+    assert "--reuse results/smollm2-135m-quick/stats/mom2.pt --out results/smollm2-135m/stats/mom2.pt" in study

@@ -2,6 +2,7 @@
 # stage receives, where records/model/corpus come from, and the final targets.
 # Rules call these functions and contain no logic of their own.
 
+import glob
 import hashlib
 import json
 import os
@@ -801,6 +802,16 @@ def texts_from_arg():
     they are summed over the archive's generated texts where its model and settings match."""
     archive = config.get("restore_from")
     return f" --texts-from {shlex.quote(os.path.join(archive, 'stats_texts.json'))}" if archive else ""
+
+
+def stats_reuse_arg():
+    """`--reuse FILE...`: the statistics of this model's other results folders (the study and its
+    tagged overlays), which `seqedit stats` copies where one was summed from the same model,
+    settings and threads. A resource, like restore_from: other folders' files rerun nothing."""
+    own = f"results/{MODEL}/stats/mom2.pt"
+    name = config["model"]["name"]
+    found = [p for p in sorted(glob.glob(f"results/{glob.escape(name)}*/stats/mom2.pt")) if p != own]
+    return " --reuse " + " ".join(map(shlex.quote, found)) if found else ""
 
 
 def output_dir(wildcards, output):

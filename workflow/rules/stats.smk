@@ -3,6 +3,8 @@
 # written), like the trained testbed: both cost the most to remake, so snakemake refuses to
 # overwrite them until they are deleted. With restore_from set, generated texts come from the
 # archive where they match (a resource, like the edit runs' archive: setting it reruns nothing).
+# Another results folder of the same model (a tagged overlay, or the study beside one) lends its
+# statistics where they were summed from the same model, settings and threads: copied, not summed.
 rule stats_collect:
     input:
         config="results/{model}/config/stats.json",
@@ -21,9 +23,10 @@ rule stats_collect:
     resources:
         **resources_for("stats_collect"),
         texts_from=texts_from_arg(),
+        reuse=stats_reuse_arg(),
     conda:
         software_env()
     shell:
         "echo 'stats_collect: progress in {log}' >&2; "
         "seqedit stats --config {input.config} --model {params.model}{params.corpus}"
-        "{resources.texts_from} --out {output.stats} --threads {threads} > {log} 2>&1"
+        "{resources.texts_from}{resources.reuse} --out {output.stats} --threads {threads} > {log} 2>&1"

@@ -303,10 +303,17 @@ def cmd_trace(args) -> None:
 
 
 def cmd_prepare_model(args) -> None:
-    from seqedit.models.prepare import PrepareConfig, prepare_model
+    from seqedit.models.prepare import PrepareConfig, find_prepared, link_prepared, prepare_model
 
     cfg = read_config(args.config)
     pc = build(PrepareConfig, section(cfg, "model_source"), "model_source")
+    found, lines = find_prepared(pc, args.reuse, args.out) if args.reuse else (None, [])
+    for line in lines:
+        print(f"model: {line}", file=sys.stderr)
+    if found is not None:
+        link_prepared(found, args.out)
+        print(f"model linked from {found} into {args.out}: the same pinned source and library versions")
+        return
     prov = prepare_model(pc, args.out, args.download_dir, progress=not args.quiet)
     m = prov["model"]
     print(f"prepared {m['model_type']} ({m['n_parameters']:,} parameters, {m['n_layers']} layers, d_model "
@@ -427,7 +434,10 @@ def parser() -> argparse.ArgumentParser:
     s.set_defaults(fn=cmd_archive, threads=None)
     add("trace", cmd_trace, "model", "records", "kind", "out")
     add("known", cmd_known, "model", "records", "kind", "out", "records-out")
-    add("prepare-model", cmd_prepare_model, "out", "download-dir", optional=("download-dir",))
+    s = add("prepare-model", cmd_prepare_model, "out", "download-dir", optional=("download-dir",))
+    s.add_argument("--reuse", nargs="*", default=[], metavar="DIR",
+                   help="model directories prepared by other results folders: link the first one made from the "
+                        "same pinned source by the same library versions instead of preparing again")
     s = sub.add_parser("collect", help="collect run folders into one study file")
     s.add_argument("--runs", nargs="+", required=True)
     s.add_argument("--out", required=True)

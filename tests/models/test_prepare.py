@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from seqedit.models.prepare import PrepareConfig, fetch_wheel, load_gguf, prepare_model
+from seqedit.models.prepare import PrepareConfig, fetch_wheel, find_prepared, link_prepared, load_gguf, prepare_model
 
 from conftest import TINY_TEXTS
 
@@ -239,6 +239,67 @@ def test_local_gguf_and_local_hf_directory_sources(tiny_gguf, prepared, tmp_path
     assert prov["model"]["n_layers"] == N_LAYERS
     for out in ("from-gguf", "from-hf"):
         torch.testing.assert_close(logits(*load_model(str(tmp_path / out))), reference, rtol=1e-5, atol=1e-5)
+
+
+def test_another_folders_model_is_linked_only_from_the_same_pinned_bytes(tiny_gguf, prepared, tmp_path, capsys):
+    """`seqedit prepare-model --reuse DIR...`: a folder takes another folder's prepared model (hard
+    links, nothing downloaded) where it came from the same wheel or GGUF bytes by the same library
+    versions; anything else is prepared again, and the log says why."""
+    from seqedit.archive import model_digest
+    from seqedit.cli import main
+    from seqedit.models.load import load_model
+
+    import shutil
+
+    gguf_path, index, wheel_sha = tiny_gguf
+    root = tmp_path / "study"  # a copy of the prepared folder: the last step replaces its model
+    shutil.copytree(prepared[0] / "model", root / "model")
+    cfg = tmp_path / "cfg.json"
+    source = {"kind": "wheel", "package": PACKAGE, "version": VERSION, "file": MEMBER, "sha256": wheel_sha,
+              "find_links": str(tmp_path / "nowhere")}  # another place to look: the same model
+    cfg.write_text(json.dumps({"model_source": source}))
+    (tmp_path / "junk").mkdir()
+    main(["prepare-model", "--config", str(cfg), "--out", str(tmp_path / "zsre" / "model"), "--download-dir",
+          str(tmp_path / "dl"), "--quiet", "--reuse", str(tmp_path / "junk"), str(root / "model")])
+    err = capsys.readouterr().err
+    assert f"model: {tmp_path / 'junk'} has no readable provenance.json (FileNotFoundError)" in err
+    assert f"model: reused {root / 'model'} (the same pinned source and library versions)" in err
+    out = tmp_path / "zsre" / "model"
+    assert not (tmp_path / "dl").exists()  # nothing downloaded
+    assert model_digest(out) == model_digest(root / "model")
+    weights = next(out.glob("*.safetensors"))
+    assert weights.stat().st_ino == (root / "model" / weights.name).stat().st_ino  # linked, not copied
+    prov = json.loads((out / "provenance.json").read_text())
+    assert prov["reused_from"] == str(root / "model") and prov["source"]["sha256"] == wheel_sha
+    torch.testing.assert_close(logits(*load_model(str(out))), logits(*load_model(str(root / "model"))), rtol=0, atol=0)
+
+    # another wheel, another GGUF, other library versions, an unpinned source: not taken
+    other = wheel_config(index, "0" * 64)
+    assert find_prepared(other, [root / "model"], tmp_path / "x") == (
+        None, [f"{root / 'model'} was prepared with another model_source.sha256"])
+    held = json.loads((root / "model" / "provenance.json").read_text())
+    (tmp_path / "old").mkdir()
+    (tmp_path / "old" / "provenance.json").write_text(json.dumps({**held, "versions": {**held["versions"], "transformers": "0.0"}}))
+    assert find_prepared(wheel_config(index, wheel_sha), [tmp_path / "old"], tmp_path / "x")[1] == [
+        f"{tmp_path / 'old'} was prepared with another transformers version"]
+    from_gguf = PrepareConfig(kind="gguf", path=str(gguf_path))
+    prepare_model(from_gguf, tmp_path / "g1", progress=False)
+    assert find_prepared(from_gguf, [tmp_path / "g1"], tmp_path / "g2")[0] == tmp_path / "g1"
+    changed = tmp_path / "changed.gguf"
+    changed.write_bytes(gguf_path.read_bytes() + b"\0")
+    held_g = json.loads((tmp_path / "g1" / "provenance.json").read_text())
+    (tmp_path / "g1" / "provenance.json").write_text(json.dumps({**held_g, "source": {**held_g["source"], "path": str(changed)}}))
+    assert find_prepared(PrepareConfig(kind="gguf", path=str(changed)), [tmp_path / "g1"], tmp_path / "g2")[1] == [
+        f"{tmp_path / 'g1'} was prepared with another GGUF file (sha256)"]
+    hf = PrepareConfig(kind="hf", path=str(root / "model"))
+    assert find_prepared(hf, [tmp_path / "zsre" / "model"], tmp_path / "h") == (
+        None, ["model_source.kind 'hf' does not pin the model's bytes: prepared again"])
+    assert find_prepared(wheel_config(index, wheel_sha), [root / "model"], root / "model") == (None, [])
+
+    # a preparation again in the lending folder leaves the borrower's files as they were
+    before = model_digest(out)
+    link_prepared(tmp_path / "g1", root / "model")
+    assert model_digest(out) == before
 
 
 def test_wrong_gguf_checksum_and_bad_settings(tiny_gguf, tmp_path):

@@ -174,23 +174,27 @@ def test_the_committed_smollm2_archive_is_whole_and_of_its_study():
     assert re.fullmatch(r"[0-9a-f]{64}", held["tokens_sha256"]) and re.fullmatch(r"[0-9a-f]{64}", held["model"])
 
 
-def test_overlays_offer_each_other_their_statistics(workflow_copy, shared_data):
-    """The statistics job of a results folder names the statistics files of the model's other
-    folders (`--reuse`), never its own; `seqedit stats` copies one only where its inputs match
-    (tests/test_stats_reuse.py)."""
+def test_overlays_offer_each_other_their_model_and_statistics(workflow_copy, shared_data):
+    """The model preparation and statistics jobs of a results folder name the prepared models and
+    statistics files of the model's other folders (`--reuse`), never their own; `seqedit
+    prepare-model` and `seqedit stats` take one only where its inputs match
+    (tests/models/test_prepare.py, tests/test_stats_reuse.py)."""
     work = workflow_copy("stats_reuse")
     for folder in ("smollm2-135m", "smollm2-135m-quick", "testbed"):
         (work / "results" / folder / "stats").mkdir(parents=True)
         (work / "results" / folder / "stats" / "mom2.pt").write_bytes(b"")
+    (work / "results" / "smollm2-135m" / "model").mkdir()
 
-    def stats_command(*overlay: str) -> str:
+    def commands(*overlay: str) -> tuple[str, str]:
         setting, relpath = DATA_FILES[merged([DEFAULT_CONFIG, *(work / o for o in overlay)])["data"]["source"]]
         result = dry_run("--printshellcmds", "--configfile", *overlay,
                          "--config", f"data={{{setting}: {shared_data / relpath}}}", cwd=work)
         assert result.returncode == 0, result.stdout + result.stderr
-        return re.search(r"seqedit stats [^\n]*", result.stdout)[0]
+        return tuple(re.search(rf"seqedit {c} [^\n]*", result.stdout)[0] for c in ("prepare-model", "stats"))
 
-    zsre = stats_command("config/smollm2.yaml", "config/smollm2-zsre.yaml")
-    assert "--reuse results/smollm2-135m-quick/stats/mom2.pt results/smollm2-135m/stats/mom2.pt --out" in zsre
-    study = stats_command("config/smollm2.yaml")
-    assert "--reuse results/smollm2-135m-quick/stats/mom2.pt --out results/smollm2-135m/stats/mom2.pt" in study
+    prepare, stats = commands("config/smollm2.yaml", "config/smollm2-zsre.yaml")
+    assert "--reuse results/smollm2-135m-quick/stats/mom2.pt results/smollm2-135m/stats/mom2.pt --out" in stats
+    assert prepare.endswith("--reuse results/smollm2-135m/model 2>&1 | tee logs/model_prepare/smollm2-135m-zsre.log")
+    prepare, stats = commands("config/smollm2.yaml")
+    assert "--reuse results/smollm2-135m-quick/stats/mom2.pt --out results/smollm2-135m/stats/mom2.pt" in stats
+    assert "--reuse" not in prepare  # no other folder has a model

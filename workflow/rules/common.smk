@@ -804,13 +804,14 @@ def texts_from_arg():
     return f" --texts-from {shlex.quote(os.path.join(archive, 'stats_texts.json'))}" if archive else ""
 
 
-def stats_reuse_arg():
-    """`--reuse FILE...`: the statistics of this model's other results folders (the study and its
-    tagged overlays), which `seqedit stats` copies where one was summed from the same model,
-    settings and threads. A resource, like restore_from: other folders' files rerun nothing."""
-    own = f"results/{MODEL}/stats/mom2.pt"
+def reuse_arg(relpath):
+    """`--reuse PATH...`: `relpath` (stats/mom2.pt, model) in this model's other results folders
+    (the study and its tagged overlays), which `seqedit stats` and `seqedit prepare-model` take
+    where it was made from the same inputs. A resource, like restore_from: other folders' files
+    rerun nothing."""
+    own = f"results/{MODEL}/{relpath}"
     name = config["model"]["name"]
-    found = [p for p in sorted(glob.glob(f"results/{glob.escape(name)}*/stats/mom2.pt")) if p != own]
+    found = [p for p in sorted(glob.glob(f"results/{glob.escape(name)}*/{relpath}")) if p != own]
     return " --reuse " + " ".join(map(shlex.quote, found)) if found else ""
 
 

@@ -23,7 +23,7 @@ rule stats_collect:
     resources:
         **resources_for("stats_collect"),
         texts_from=texts_from_arg(),
-        reuse=stats_reuse_arg(),
+        reuse=reuse_arg("stats/mom2.pt"),
     conda:
         software_env()
     shell:

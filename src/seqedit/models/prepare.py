@@ -18,6 +18,11 @@ quantization entry (a GGUF-loaded model refuses `save_pretrained`), its state di
 and its embeddings tied, and saved as safetensors with the tokenizer. Every source ends in
 the same directory layout plus `provenance.json` (what it came from, checksums, the GGUF's
 quantization, the parameter count and dimensions), which later stages load with `load_model`.
+
+Every results folder of a study (and of each tagged overlay) prepares its own model. A folder may
+instead take another folder's (`find_prepared`, `link_prepared`: hard links, no second download)
+where that one was made from the same pinned bytes (the wheel's sha256, or the GGUF file's) by the
+same versions of the libraries that convert it.
 """
 
 from __future__ import annotations
@@ -236,6 +241,79 @@ def _readable(folder: Path) -> None:
     for f in folder.iterdir():
         if f.is_file():
             f.chmod(0o666 & ~umask)
+
+
+# Settings that say where to look for the bytes, not what they are: a model prepared from the same
+# pinned bytes is the same model wherever its wheel was found or kept.
+_WHERE = ("download_dir", "find_links", "index_url")
+
+
+def _same_source(cfg: PrepareConfig, held: dict) -> list[str]:
+    """What differs between `cfg` and a prepared directory's provenance `held` that matters to the
+    model's bytes (empty: the same)."""
+    wanted = {k: v for k, v in asdict(cfg).items() if v is not None and k not in _WHERE}
+    source = {k: v for k, v in (held.get("source") or {}).items() if k not in _WHERE}
+    differ = [f"model_source.{k}" for k in sorted(set(wanted) | set(source)) if wanted.get(k) != source.get(k)]
+    if cfg.kind == "gguf" and not differ:
+        if not Path(cfg.path).is_file():
+            return [f"GGUF file ({cfg.path} does not exist)"]
+        if (held.get("gguf") or {}).get("sha256") != sha256_of(cfg.path):
+            differ.append("GGUF file (sha256)")
+    versions = _versions()
+    differ += [f"{name} version" for name in versions if (held.get("versions") or {}).get(name) != versions[name]]
+    return differ
+
+
+def find_prepared(cfg: PrepareConfig, candidates: list[str | Path], out_dir: str | Path) -> tuple[Path | None, list[str]]:
+    """The first of `candidates` (prepared model directories) made from the same pinned bytes
+    (`wheel`: its sha256; `gguf`: the file's) by the same library versions, and a line per
+    candidate saying what was found. A model from a local directory or the hub is never taken
+    from another folder: nothing pins its bytes."""
+    lines: list[str] = []
+    if cfg.kind not in ("wheel", "gguf"):
+        return None, [f"model_source.kind '{cfg.kind}' does not pin the model's bytes: prepared again"] if candidates else []
+    out_dir = Path(out_dir).resolve()
+    for path in map(Path, candidates):
+        if path.resolve() == out_dir:
+            continue
+        try:
+            held = json.loads((path / "provenance.json").read_text())
+        except (OSError, json.JSONDecodeError) as err:
+            lines.append(f"{path} has no readable provenance.json ({type(err).__name__})")
+            continue
+        differ = _same_source(cfg, held)
+        if differ:
+            lines.append(f"{path} was prepared with another {', '.join(differ)}")
+            continue
+        lines.append(f"reused {path} (the same pinned source and library versions)")
+        return path, lines
+    return None, lines
+
+
+def link_prepared(src: str | Path, out_dir: str | Path) -> dict:
+    """`out_dir` made of hard links to the files of the prepared directory `src` (copies where the
+    file system has no links), with its own provenance.json naming `src`; returns that provenance.
+    Written beside `out_dir` first and moved into place, like a preparation."""
+    src, out_dir = Path(src), Path(out_dir)
+    provenance = {**json.loads((src / "provenance.json").read_text()), "reused_from": str(src)}
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}-"))
+    try:
+        for f in sorted(src.iterdir()):
+            if f.is_file() and f.name != "provenance.json":
+                try:
+                    os.link(f, tmp / f.name)
+                except OSError:
+                    shutil.copy2(f, tmp / f.name)
+        (tmp / "provenance.json").write_text(json.dumps(provenance, indent=2, sort_keys=True) + "\n")
+        _readable(tmp)
+        if out_dir.exists():
+            shutil.rmtree(out_dir)
+        os.replace(tmp, out_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return provenance
 
 
 def prepare_model(cfg: PrepareConfig, out_dir: str | Path, download_dir: str | Path | None = None,

@@ -133,6 +133,18 @@ def cmd_check_knowledge(args) -> None:
         )
 
 
+def _reused(what: str, found: Path | None, lines: list[str], take) -> bool:
+    """What `--reuse` found, one line per candidate; `take(found)` where one was made from the
+    same inputs. True when taken."""
+    for line in lines:
+        print(f"{what}: {line}", file=sys.stderr)
+    if found is None:
+        return False
+    take(found)
+    print(f"{what} taken from {found}, made from the same inputs")
+    return True
+
+
 def cmd_stats(args) -> None:
     import torch
 
@@ -153,14 +165,9 @@ def cmd_stats(args) -> None:
         print(f"--texts-from is not used: stats.source is '{sc.source}'", file=sys.stderr)
     # the statistics of another results folder, where they were summed from the same inputs
     inputs = stats_inputs(cfg, args.model, args.corpus, torch.get_num_threads())
-    if args.reuse:
-        found, lines = find_reusable(args.reuse, inputs, args.out)
-        for line in lines:
-            print(f"statistics: {line}", file=sys.stderr)
-        if found is not None:
-            copy_stats(found, args.out)
-            print(f"layer statistics copied from {found}: summed by the same model with the same settings and threads")
-            return
+    if args.reuse and _reused("statistics", *find_reusable(args.reuse, inputs, args.out),
+                              lambda found: copy_stats(found, args.out)):
+        return
     # the texts first: a missing corpus or dataset fails before the model is loaded
     if sc.source == "dataset":
         texts = dataset_texts(sc.dataset, sc.n_samples, sc.seed)
@@ -307,12 +314,8 @@ def cmd_prepare_model(args) -> None:
 
     cfg = read_config(args.config)
     pc = build(PrepareConfig, section(cfg, "model_source"), "model_source")
-    found, lines = find_prepared(pc, args.reuse, args.out) if args.reuse else (None, [])
-    for line in lines:
-        print(f"model: {line}", file=sys.stderr)
-    if found is not None:
-        link_prepared(found, args.out)
-        print(f"model linked from {found} into {args.out}: the same pinned source and library versions")
+    if args.reuse and _reused("model", *find_prepared(pc, args.reuse, args.out),
+                              lambda found: link_prepared(found, args.out)):
         return
     prov = prepare_model(pc, args.out, args.download_dir, progress=not args.quiet)
     m = prov["model"]

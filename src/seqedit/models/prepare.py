@@ -292,19 +292,30 @@ def find_prepared(cfg: PrepareConfig, candidates: list[str | Path], out_dir: str
 
 def link_prepared(src: str | Path, out_dir: str | Path) -> dict:
     """`out_dir` made of hard links to the files of the prepared directory `src` (copies where the
-    file system has no links), with its own provenance.json naming `src`; returns that provenance.
-    Written beside `out_dir` first and moved into place, like a preparation."""
+    file system has no links), with its own provenance.json naming `src`; returns that provenance."""
     src, out_dir = Path(src), Path(out_dir)
     provenance = {**json.loads((src / "provenance.json").read_text()), "reused_from": str(src)}
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}-"))
-    try:
+
+    def fill(tmp: Path) -> None:
         for f in sorted(src.iterdir()):
             if f.is_file() and f.name != "provenance.json":
                 try:
                     os.link(f, tmp / f.name)
                 except OSError:
                     shutil.copy2(f, tmp / f.name)
+
+    _write_model_dir(out_dir, fill, provenance)
+    return provenance
+
+
+def _write_model_dir(out_dir: Path, fill, provenance: dict) -> None:
+    """`fill(tmp)` writes the model's files into a folder beside `out_dir`, which gets
+    provenance.json and the usual permissions and then replaces `out_dir`: an interrupted write
+    leaves no half-written model."""
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}-"))
+    try:
+        fill(tmp)
         (tmp / "provenance.json").write_text(json.dumps(provenance, indent=2, sort_keys=True) + "\n")
         _readable(tmp)
         if out_dir.exists():
@@ -313,7 +324,6 @@ def link_prepared(src: str | Path, out_dir: str | Path) -> dict:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    return provenance
 
 
 def prepare_model(cfg: PrepareConfig, out_dir: str | Path, download_dir: str | Path | None = None,
@@ -364,18 +374,10 @@ def prepare_model(cfg: PrepareConfig, out_dir: str | Path, download_dir: str | P
     provenance["model"] = _describe(model)
     provenance["versions"] = _versions()
 
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}-"))
-    try:
+    def fill(tmp: Path) -> None:
         model.save_pretrained(tmp)
         tok.save_pretrained(tmp)
         provenance["seconds"] = round(time.time() - t0, 1)
-        (tmp / "provenance.json").write_text(json.dumps(provenance, indent=2, sort_keys=True) + "\n")
-        _readable(tmp)
-        if out_dir.exists():
-            shutil.rmtree(out_dir)
-        os.replace(tmp, out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+
+    _write_model_dir(out_dir, fill, provenance)
     return provenance

@@ -154,7 +154,10 @@ def test_the_committed_smollm2_archive_is_whole_and_of_its_study():
 
     archive = REPO / "archive" / "smollm2-135m"
     cfg = merged([DEFAULT_CONFIG, SMOLLM2])
-    arms = {a["name"]: {str(v).lower() for v in a["values"]} for a in cfg["ablations"]}
+    def label(value):  # an arm's folder name (the workflow's value_label): k=v,k=v for settings applied together
+        return ",".join(f"{k}={label(v)}" for k, v in value.items()) if isinstance(value, dict) else str(value).lower()
+
+    arms = {a["name"]: {label(v) for v in a["values"]} for a in cfg["ablations"]}
     runs = sorted(p.parent for p in archive.glob("*/*/seed~*/metrics.json"))
     assert len(runs) >= 10
     for run in runs:
